@@ -1,0 +1,152 @@
+"""The public GNA functions: ``attention``, the rank-checked ``na1d``/``na2d``/``na3d``, and
+``merge_attentions``.
+
+``attention`` validates everything (raising ``ValueError``/``TypeError`` that name the
+argument) and hands a static ``AttentionConfig`` to ``_gna``, a ``jax.custom_vjp`` whose
+forward and backward are the primitives of ``jax_gna.primitives``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jax_gna import _checks, backends, semantics
+from jax_gna._config import AttentionConfig
+from jax_gna.primitives import gna_bwd_p, gna_fwd_p
+
+__all__ = ["attention", "na1d", "na2d", "na3d", "merge_attentions"]
+
+
+def attention(query, key, value, kernel_size, stride=1, dilation=1, is_causal=False,
+              scale=None, *, additional_keys=None, additional_values=None,
+              return_lse: bool = False, backend: str | None = None, q_tile=None,
+              kv_tile=None, deterministic: bool = False):
+    """Generalized neighborhood attention over a 1-D, 2-D or 3-D token grid.
+
+    Args:
+      query: ``[batch, *spatial, heads_q, head_dim]``; the spatial rank (1-3) is
+        ``query.ndim - 3``.
+      key: ``[batch, *spatial, heads_kv, head_dim]`` with ``heads_q % heads_kv == 0``.
+      value: ``[batch, *spatial, heads_kv, head_dim_v]``.
+      kernel_size, stride, dilation, is_causal: an int (bool) or one per spatial dim, with
+        the semantics and rules of GNA_SPEC.md (NATTEN 0.21).
+      scale: softmax scale; default ``head_dim ** -0.5``.
+      additional_keys, additional_values: ``[batch, n_extra, heads_kv, head_dim(_v)]``
+        tokens every query also attends to (softmax over the union).
+      return_lse: also return the float32 log-sum-exp ``[batch, *spatial, heads_q]``.
+      backend: None (best available, see ``jax_gna.backends``), ``"reference"`` or a kernel
+        family (``"sm80"``, ``"sm90"``), which raises if it cannot serve the case.
+      q_tile, kv_tile: kernel tile boxes (tokens per spatial dim); default: chosen per case.
+      deterministic: backward kernels without order-dependent atomics.
+
+    Returns:
+      ``out`` ``[batch, *spatial, heads_q, head_dim_v]`` in query's dtype, and the LSE when
+      ``return_lse``.
+    """
+    rank = _checks.check_tensors(query, key, value, additional_keys, additional_values)
+    spatial = tuple(int(n) for n in query.shape[1:1 + rank])
+    params = semantics.make_params(spatial, kernel_size, stride, dilation, is_causal)
+    scale = _checks.check_scale(scale, int(query.shape[-1]))
+    if backend is not None:
+        if not isinstance(backend, str):
+            raise TypeError(f"backend must be a string or None; got {backend!r}")
+        if backend != backends.REFERENCE:
+            backends.kernel_family(backend)   # raises ValueError for an unknown name
+    config = AttentionConfig(
+        spatial_shape=spatial, params=params, scale=scale, backend=backend,
+        q_tile=_checks.check_tile(q_tile, rank, "q_tile"),
+        kv_tile=_checks.check_tile(kv_tile, rank, "kv_tile"),
+        deterministic=bool(deterministic))
+    if additional_keys is None:
+        b, hkv = query.shape[0], key.shape[-2]
+        additional_keys = jnp.zeros((b, 0, hkv, key.shape[-1]), key.dtype)
+        additional_values = jnp.zeros((b, 0, hkv, value.shape[-1]), value.dtype)
+    if backend is not None and backend != backends.REFERENCE:
+        _check_requested_kernel(config, query, key, value, additional_keys)
+    out, lse = _gna(query, key, value, additional_keys, additional_values, config)
+    return (out, lse) if return_lse else out
+
+
+def _check_requested_kernel(config, query, key, value, extra):
+    """Fail at call time, not at lowering, when an explicitly requested kernel cannot serve
+    the forward (the backward may fall back, see ``jax_gna.backends``)."""
+    if jax.default_backend() != "gpu":
+        raise ValueError(f"backend={config.backend!r} needs a CUDA GPU; the default JAX "
+                         f"backend is {jax.default_backend()!r}")
+    case = backends.make_case(config, query, key, value, extra)
+    backends.choose(case, backends.FORWARD, "cuda")
+
+
+def _rank_checked(rank: int, name: str):
+    def fn(query, key, value, kernel_size, stride=1, dilation=1, is_causal=False, scale=None,
+           **kwargs):
+        if getattr(query, "ndim", None) != rank + 3:
+            raise ValueError(f"{name} expects query [batch, {rank} spatial dims, heads, "
+                             f"head_dim] ({rank + 3} axes); got shape "
+                             f"{getattr(query, 'shape', None)}")
+        return attention(query, key, value, kernel_size, stride, dilation, is_causal, scale,
+                         **kwargs)
+    fn.__name__ = name
+    fn.__doc__ = f"``attention`` restricted to {rank} spatial dim(s)."
+    return fn
+
+
+na1d = _rank_checked(1, "na1d")
+na2d = _rank_checked(2, "na2d")
+na3d = _rank_checked(3, "na3d")
+
+
+# ----------------------------------------------------------------------------------------
+# custom_vjp: forward saves out and LSE; backward recomputes probabilities from them.
+# ----------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _gna(q, k, v, ek, ev, config):
+    return tuple(gna_fwd_p.bind(q, k, v, ek, ev, config=config))
+
+
+def _gna_fwd(q, k, v, ek, ev, config):
+    out, lse = gna_fwd_p.bind(q, k, v, ek, ev, config=config)
+    return (out, lse), (q, k, v, ek, ev, out, lse)
+
+
+def _gna_bwd(config, residuals, cotangents):
+    q, k, v, ek, ev, out, lse = residuals
+    dout, dlse = cotangents
+    return tuple(gna_bwd_p.bind(q, k, v, ek, ev, out, lse, dout.astype(out.dtype),
+                                dlse.astype(lse.dtype), config=config))
+
+
+_gna.defvjp(_gna_fwd, _gna_bwd)
+
+
+# ----------------------------------------------------------------------------------------
+# Merging partial attentions
+# ----------------------------------------------------------------------------------------
+
+
+def merge_attentions(outputs, lses):
+    """Combine attentions over disjoint key sets into attention over their union.
+
+    ``outputs[i]`` is ``[batch, *spatial, heads, head_dim]`` and ``lses[i]`` its LSE
+    ``[batch, *spatial, heads]``; returns ``(out, lse)``, differentiable in all inputs.
+    """
+    outputs, lses = list(outputs), list(lses)
+    if not outputs or len(outputs) != len(lses):
+        raise ValueError(f"merge_attentions needs as many outputs as lses (>= 1); got "
+                         f"{len(outputs)} and {len(lses)}")
+    for i, (o, l) in enumerate(zip(outputs, lses)):
+        if o.shape[:-1] != l.shape or o.shape != outputs[0].shape:
+            raise ValueError(f"outputs[{i}] shape {o.shape} and lses[{i}] shape {l.shape} "
+                             f"must be [..., heads, head_dim] and [..., heads], alike for all")
+    lse = jnp.stack([l.astype(jnp.float32) if l.dtype != jnp.float64 else l for l in lses])
+    total = jax.nn.logsumexp(lse, axis=0)
+    # A row whose every part saw nothing has total = -inf; keep its weights at zero.
+    safe = jnp.where(jnp.isfinite(total), total, 0.0)
+    weights = jnp.exp(lse - safe)
+    out = sum(w[..., None] * o.astype(w.dtype) for w, o in zip(weights, outputs))
+    return out.astype(outputs[0].dtype), total

@@ -1,0 +1,255 @@
+"""Which backend runs a GNA call: the one support table and the selection rule.
+
+The table (``KERNELS``) says what each kernel family supports: architectures, dtypes, head
+dims and direction. The native library says what this build compiled
+(``jax_gna._extension.compiled_kernels()``). A kernel serves a case only if both agree and
+its own rule (``unsupported_reason``) has no objection.
+
+Selection rule (per direction, forward and backward chosen separately):
+
+1. ``backend="reference"``: the jnp reference (``jax_gna.reference.tiled``), everywhere.
+2. ``backend="<kernel>"`` (e.g. ``"sm80"``): that kernel, or a ``ValueError`` saying why it
+   cannot serve the case. If it has no backward for the case, the backward uses the best
+   other kernel, else the reference (logged).
+3. ``backend=None``: on a CUDA device, the first kernel in ``KERNELS`` order that serves the
+   case; otherwise (other platforms, or no kernel serves it) the reference. Each fallback is
+   logged at debug level on logger ``jax_gna`` with the reasons; with the environment variable
+   ``JAX_GNA_REQUIRE_KERNEL=1`` a fallback on a CUDA device raises instead.
+
+``explain(...)`` returns the decision and the reasons without running anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+from typing import Callable
+
+import jax.numpy as jnp
+
+from jax_gna._config import AttentionConfig
+
+logger = logging.getLogger("jax_gna")
+
+REFERENCE = "reference"
+FORWARD, BACKWARD = "fwd", "bwd"
+_DTYPE_NAMES = {jnp.dtype(jnp.float16): "fp16", jnp.dtype(jnp.bfloat16): "bf16",
+                jnp.dtype(jnp.float32): "fp32", jnp.dtype(jnp.float64): "fp64"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """What a kernel must know to decide whether it serves a call (all static)."""
+
+    config: AttentionConfig
+    dtype: str          # "bf16", "fp16", "fp32", "fp64"
+    head_dim: int
+    head_dim_v: int
+    heads_q: int
+    heads_kv: int
+    num_extra: int
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelFamily:
+    name: str
+    # Compute capabilities (major * 10 + minor) it runs on; None: no upper bound.
+    min_arch: int
+    max_arch: int | None
+    dtypes: frozenset[str]
+    head_dims: dict  # direction -> frozenset of head dims (head_dim == head_dim_v)
+    # Family-specific objections (e.g. what TMA cannot express); None when it serves.
+    extra_rule: Callable[[Case], str | None] | None = None
+    verified_on: str = ""
+
+    def unsupported_reason(self, case: Case, direction: str, arch: int | None) -> str | None:
+        if arch is None:
+            return "no CUDA device"
+        if arch < self.min_arch or (self.max_arch is not None and arch > self.max_arch):
+            hi = f"sm{self.max_arch}" if self.max_arch else "newer"
+            return f"runs on sm{self.min_arch}..{hi}, device is sm{arch}"
+        if case.dtype not in self.dtypes:
+            return f"dtype {case.dtype} not in {sorted(self.dtypes)}"
+        dims = self.head_dims.get(direction, frozenset())
+        if not dims:
+            return f"no {direction} kernel"
+        if case.head_dim != case.head_dim_v:
+            return f"head_dim {case.head_dim} != value head_dim {case.head_dim_v}"
+        if case.head_dim not in dims:
+            return f"head_dim {case.head_dim} not in {sorted(dims)} ({direction})"
+        if (direction, self.name, case.dtype, case.head_dim) not in compiled_kernels():
+            return (f"{direction} {self.name} {case.dtype} head_dim {case.head_dim} not "
+                    f"compiled in this build ({_extension_state()})")
+        if self.extra_rule is not None:
+            return self.extra_rule(case)
+        return None
+
+
+def _sm90_rule(case: Case) -> str | None:
+    # Filled in with the Hopper kernel's served-configuration rule.
+    return None
+
+
+# The support table, in preference order.
+KERNELS: tuple[KernelFamily, ...] = (
+    KernelFamily("sm90", 90, 90, frozenset({"bf16", "fp16"}),
+                 {FORWARD: frozenset({64, 128})}, extra_rule=_sm90_rule,
+                 verified_on="not yet verified"),
+    KernelFamily("sm80", 80, None, frozenset({"bf16", "fp16"}),
+                 {FORWARD: frozenset({32, 64, 128, 256}), BACKWARD: frozenset({32, 64, 128})},
+                 verified_on="not yet verified"),
+)
+KERNEL_NAMES = tuple(k.name for k in KERNELS)
+BACKEND_NAMES = (REFERENCE,) + KERNEL_NAMES
+
+
+def kernel_family(name: str) -> KernelFamily:
+    for k in KERNELS:
+        if k.name == name:
+            return k
+    raise ValueError(f"backend must be one of {BACKEND_NAMES} or None; got {name!r}")
+
+
+# ----------------------------------------------------------------------------------------
+# What this build compiled and what device we are on
+# ----------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def compiled_kernels() -> dict:
+    """{(direction, backend, dtype, head_dim): (q_tile_tokens, kv_tile_tokens)}."""
+    from jax_gna import _extension
+    table = {}
+    for line in _extension.compiled_kernels():
+        parts = line.split()
+        if len(parts) != 7:
+            continue
+        direction, backend, dtype, d, dv, qt, kt = parts
+        if d == dv:
+            table[(direction, backend, dtype, int(d))] = (int(qt), int(kt))
+    return table
+
+
+def _extension_state() -> str:
+    from jax_gna import _extension
+    if _extension.cuda_library_available():
+        return "CUDA library loaded"
+    return f"CUDA library not loaded: {_extension.load_error() or 'not built'}"
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_arch() -> int | None:
+    """Compute capability of the first CUDA device (e.g. 90), or None without one."""
+    import jax
+    try:
+        devices = jax.devices("cuda")
+    except RuntimeError:
+        return None
+    if not devices:
+        return None
+    cc = getattr(devices[0], "compute_capability", None)
+    if cc is None:
+        return None
+    major, minor = str(cc).split(".")
+    return int(major) * 10 + int(minor)
+
+
+def available_backends() -> tuple[str, ...]:
+    """Backends usable in this process: the reference, plus kernels built for this GPU."""
+    arch = cuda_arch()
+    names = [REFERENCE]
+    for k in KERNELS:
+        if arch is not None and arch >= k.min_arch and (k.max_arch is None or arch <= k.max_arch)\
+                and any(key[1] == k.name for key in compiled_kernels()):
+            names.append(k.name)
+    return tuple(names)
+
+
+# ----------------------------------------------------------------------------------------
+# Selection
+# ----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    backend: str                 # "reference" or a kernel family name
+    reasons: tuple[str, ...]     # why kernels before it were passed over
+
+    @property
+    def is_kernel(self) -> bool:
+        return self.backend != REFERENCE
+
+    def __str__(self):
+        why = "; ".join(self.reasons)
+        return self.backend + (f" ({why})" if why else "")
+
+
+def make_case(config: AttentionConfig, query_aval, key_aval, value_aval, extra_aval) -> Case:
+    return Case(config=config, dtype=_DTYPE_NAMES.get(jnp.dtype(query_aval.dtype), "?"),
+                head_dim=int(query_aval.shape[-1]), head_dim_v=int(value_aval.shape[-1]),
+                heads_q=int(query_aval.shape[-2]), heads_kv=int(key_aval.shape[-2]),
+                num_extra=int(extra_aval.shape[1]))
+
+
+def kernel_tiles(family: str, case: Case, direction: str) -> tuple[int, int]:
+    """(q_tile_tokens, kv_tile_tokens) of the compiled instantiation."""
+    return compiled_kernels()[(direction, family, case.dtype, case.head_dim)]
+
+
+def choose(case: Case, direction: str, platform: str, *, arch: int | None = None) -> Choice:
+    """Apply the selection rule (module docstring) for one direction on one platform."""
+    requested = case.config.backend
+    if requested == REFERENCE:
+        return Choice(REFERENCE, ())
+    on_cuda = platform == "cuda"
+    arch = (cuda_arch() if arch is None else arch) if on_cuda else None
+    if requested is not None:
+        family = kernel_family(requested)
+        reason = family.unsupported_reason(case, direction, arch) if on_cuda else \
+            f"platform {platform!r} is not CUDA"
+        if reason is None:
+            return Choice(family.name, ())
+        if direction == BACKWARD and not family.head_dims.get(BACKWARD):
+            # A forward-only family: its backward comes from the best other kernel.
+            return _best(case, direction, arch, on_cuda, platform,
+                         (f"{family.name}: no backward kernel",))
+        raise ValueError(f"backend={requested!r} cannot serve this {direction} call: {reason}")
+    return _best(case, direction, arch, on_cuda, platform, ())
+
+
+def _best(case, direction, arch, on_cuda, platform, reasons) -> Choice:
+    reasons = list(reasons)
+    if on_cuda:
+        for family in KERNELS:
+            why = family.unsupported_reason(case, direction, arch)
+            if why is None:
+                return Choice(family.name, tuple(reasons))
+            reasons.append(f"{family.name}: {why}")
+    else:
+        reasons.append(f"platform {platform!r} has no GNA kernels")
+    choice = Choice(REFERENCE, tuple(reasons))
+    if on_cuda and os.environ.get("JAX_GNA_REQUIRE_KERNEL", "0") not in ("", "0"):
+        raise ValueError(f"JAX_GNA_REQUIRE_KERNEL is set but no kernel serves this {direction} "
+                         f"call: {'; '.join(reasons)}")
+    logger.debug("jax_gna %s on %s -> %s", direction, platform, choice)
+    return choice
+
+
+def explain(query, key, value, kernel_size, stride=1, dilation=1, is_causal=False, *,
+            additional_keys=None, backend=None, platform: str | None = None) -> dict:
+    """Which backend each direction would use for these inputs, and why (runs nothing)."""
+    import jax
+    from jax_gna import _checks, semantics
+    rank = _checks.check_tensors(query, key, value, additional_keys,
+                                 None if additional_keys is None else additional_keys)
+    spatial = tuple(query.shape[1:1 + rank])
+    params = semantics.make_params(spatial, kernel_size, stride, dilation, is_causal)
+    config = AttentionConfig(spatial, params, 1.0, backend)
+    extra = additional_keys if additional_keys is not None else \
+        jax.ShapeDtypeStruct((query.shape[0], 0) + tuple(key.shape[-2:]), key.dtype)
+    case = make_case(config, query, key, value, extra)
+    platform = platform or jax.default_backend()
+    platform = "cuda" if platform == "gpu" else platform
+    return {d: str(choose(case, d, platform)) for d in (FORWARD, BACKWARD)}

@@ -1,0 +1,197 @@
+"""Random and fixed GNA cases, and the one check every backend must pass.
+
+``check_case`` runs forward and backward of ``jax_gna.attention`` in one jitted program (so a
+configuration costs one compile), with fresh random inputs and random cotangents for both
+the output and the LSE, and compares everything with the float64 oracle
+(``tests/oracle.py``) under the tolerances of GNA_SPEC.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from hypothesis import strategies as st
+
+import jax_gna
+from jax_gna import backends
+from jax_gna.semantics import make_params
+
+import oracle
+
+HALF = ("bfloat16", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    spatial: tuple[int, ...]
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    causal: tuple[bool, ...]
+    batch: int = 1
+    heads_kv: int = 1
+    groups: int = 1           # query heads per KV head
+    head_dim: int = 8
+    head_dim_v: int = 8
+    n_extra: int = 0
+    dtype: str = "float32"
+    seed: int = 0
+
+    @property
+    def heads_q(self):
+        return self.heads_kv * self.groups
+
+    def short(self) -> str:
+        return (f"{'x'.join(map(str, self.spatial))} k{self.kernel_size} s{self.stride} "
+                f"d{self.dilation} c{tuple(int(c) for c in self.causal)} b{self.batch} "
+                f"h{self.heads_q}/{self.heads_kv} D{self.head_dim}/{self.head_dim_v} "
+                f"E{self.n_extra} {self.dtype}")
+
+
+def _dim(draw, max_len):
+    length = draw(st.integers(2, max_len))
+    dil = draw(st.sampled_from([1, 1, 1, 2, 3])) if length >= 4 else 1
+    dil = min(dil, length // 2)
+    k = draw(st.integers(2, length // dil))
+    s = draw(st.sampled_from(sorted({1, 1, 2, k // 2 or 1, k, draw(st.integers(1, k))})))
+    return length, k, max(1, min(s, k)), dil, draw(st.booleans())
+
+
+@st.composite
+def random_cases(draw, kernel: str | None = None):
+    """Configurations for the reference (kernel=None) or a kernel family."""
+    rank = draw(st.integers(1, 3))
+    if kernel is None:
+        max_len = {1: 40, 2: 12, 3: 7}[rank]
+    else:
+        max_len = {1: 300, 2: 24, 3: 10}[rank]
+    dims = [_dim(draw, max_len) for _ in range(rank)]
+    if kernel is None:
+        dtype = draw(st.sampled_from(["float32", "float32", "float64", "bfloat16", "float16"]))
+        d = draw(st.sampled_from([4, 8, 16]))
+        dv = draw(st.sampled_from([d, d, 6]))
+    else:
+        fam = backends.kernel_family(kernel)
+        dtype = draw(st.sampled_from(HALF))
+        dims_ok = sorted(fam.head_dims[backends.FORWARD] & fam.head_dims.get(
+            backends.BACKWARD, fam.head_dims[backends.FORWARD]))
+        d = dv = draw(st.sampled_from(dims_ok))
+    return Case(spatial=tuple(x[0] for x in dims), kernel_size=tuple(x[1] for x in dims),
+                stride=tuple(x[2] for x in dims), dilation=tuple(x[3] for x in dims),
+                causal=tuple(x[4] for x in dims), batch=draw(st.integers(1, 2)),
+                heads_kv=draw(st.integers(1, 2)), groups=draw(st.sampled_from([1, 1, 2, 3])),
+                head_dim=d, head_dim_v=dv, n_extra=draw(st.sampled_from([0, 0, 1, 5])),
+                dtype=dtype, seed=draw(st.integers(0, 2**31 - 1)))
+
+
+# Edge shapes in the spirit of NATTEN's tests: tiny grids, window == grid, blocked, even
+# kernels, dilation that does not divide the size, causal along some or all dims.
+EDGE_CASES = [
+    Case((5, 7), (2, 3), (1, 1), (1, 1), (False, False)),
+    Case((5, 7), (5, 7), (1, 1), (1, 1), (False, False)),          # self attention
+    Case((5, 7), (5, 7), (1, 1), (1, 1), (True, True)),            # fully causal
+    Case((8, 8), (4, 4), (4, 4), (1, 1), (False, False)),          # blocked
+    Case((9, 10), (4, 3), (4, 3), (2, 3), (False, False)),         # blocked + dilation
+    Case((10,), (5,), (4,), (1,), (True,)),                        # spec's causal example
+    Case((10,), (5,), (1,), (1,), (False,)),                       # spec's sliding example
+    Case((11,), (2,), (2,), (5,), (False,)),                       # dilation 5 of 11
+    Case((13, 6, 5), (3, 2, 5), (3, 1, 2), (4, 3, 1), (True, False, True)),
+    Case((4, 4, 4), (4, 4, 4), (4, 4, 4), (1, 1, 1), (False, False, False)),
+    Case((7, 9, 6), (6, 8, 2), (5, 1, 2), (1, 1, 3), (False, True, False), groups=3),
+    Case((2,), (2,), (1,), (1,), (True,), n_extra=3),
+    Case((33,), (8,), (8,), (4,), (True,), n_extra=1, heads_kv=2, groups=2),
+]
+
+
+def make_inputs(case: Case):
+    rng = np.random.default_rng(case.seed)
+    b, hq, hkv = case.batch, case.heads_q, case.heads_kv
+
+    def rnd(*shape):
+        return rng.standard_normal(shape).astype(np.float64)
+
+    q = rnd(b, *case.spatial, hq, case.head_dim)
+    k = rnd(b, *case.spatial, hkv, case.head_dim)
+    v = rnd(b, *case.spatial, hkv, case.head_dim_v)
+    ek = rnd(b, case.n_extra, hkv, case.head_dim) if case.n_extra else None
+    ev = rnd(b, case.n_extra, hkv, case.head_dim_v) if case.n_extra else None
+    dout = rnd(b, *case.spatial, hq, case.head_dim_v)
+    dlse = rnd(b, *case.spatial, hq)
+    return q, k, v, ek, ev, dout, dlse
+
+
+def tolerances(dtype: str) -> dict:
+    if dtype in HALF:
+        return dict(out=1e-2, lse_abs=1e-3, grad=2e-2)
+    if dtype == "float32":
+        return dict(out=1e-5, lse_abs=1e-5, grad=1e-5)
+    return dict(out=1e-10, lse_abs=1e-10, grad=1e-10)
+
+
+def run_backend(case: Case, backend: str, inputs):
+    """Forward and all gradients of jax_gna.attention in one jitted program (float64 cases
+    run with x64 enabled), as float64 numpy arrays."""
+    with jax.enable_x64(case.dtype == "float64"):
+        out, lse, grads = _run_backend(case, backend, inputs)
+        return (np.asarray(out, np.float64), np.asarray(lse, np.float64),
+                [np.asarray(g, np.float64) for g in grads])
+
+
+def _run_backend(case: Case, backend: str, inputs):
+    q, k, v, ek, ev, dout, dlse = inputs
+    dt = jnp.dtype(case.dtype)
+    cast = lambda x: None if x is None else jnp.asarray(x, dt)  # noqa: E731
+    args = [cast(x) for x in (q, k, v, ek, ev)]
+    has_extra = ek is not None
+
+    def f(q, k, v, ek, ev, dout, dlse):
+        def fwd(q, k, v, ek, ev):
+            return jax_gna.attention(q, k, v, case.kernel_size, case.stride, case.dilation,
+                                     case.causal, additional_keys=ek if has_extra else None,
+                                     additional_values=ev if has_extra else None,
+                                     return_lse=True, backend=backend)
+        (out, lse), vjp = jax.vjp(fwd, q, k, v, ek, ev)
+        return out, lse, vjp((dout, dlse))
+
+    if not has_extra:  # vjp needs arrays: use empty extras that attention never sees
+        args[3] = jnp.zeros((case.batch, 0, case.heads_kv, case.head_dim), dt)
+        args[4] = jnp.zeros((case.batch, 0, case.heads_kv, case.head_dim_v), dt)
+    out, lse, grads = jax.jit(f)(*args, jnp.asarray(dout, dt),
+                                 jnp.asarray(dlse, jnp.promote_types(dt, jnp.float32)))
+    return out, lse, grads
+
+
+def check_case(case: Case, backend: str) -> dict:
+    """Run one case on ``backend``; return the errors; raise AssertionError past tolerance."""
+    inputs = make_inputs(case)
+    out, lse, grads = run_backend(case, backend, inputs)
+    q, k, v, ek, ev, dout, dlse = inputs
+    # The oracle sees exactly the values the backend saw (inputs rounded to its dtype).
+    rounded = [None if x is None else _round(x, case.dtype) for x in (q, k, v, ek, ev, dout)]
+    q, k, v, ek, ev, dout = rounded
+    params = make_params(case.spatial, case.kernel_size, case.stride, case.dilation,
+                         case.causal)
+    scale = case.head_dim ** -0.5
+    ref_out, ref_lse = oracle.forward(q, k, v, case.spatial, params, scale, ek, ev)
+    ref_grads = oracle.backward(q, k, v, case.spatial, params, scale, dout, dlse, ek, ev)
+    tol = tolerances(case.dtype)
+    errs = {"out": oracle.rel_err(out, ref_out),
+            "lse": float(np.max(np.abs(lse - ref_lse))) if np.all(np.isfinite(lse))
+            else math.inf}
+    names = ("dq", "dk", "dv", "dek", "dev") if ek is not None else ("dq", "dk", "dv")
+    for name, g, r in zip(names, grads, ref_grads):
+        errs[name] = oracle.rel_err(g, r)
+    bad = {n: e for n, e in errs.items()
+           if not e <= (tol["lse_abs"] if n == "lse" else tol["out" if n == "out" else "grad"])}
+    assert not bad, f"{backend} {case.short()}: errors past tolerance {bad} (all: {errs})"
+    return errs
+
+
+def _round(x, dtype: str) -> np.ndarray:
+    if dtype == "float64":
+        return np.asarray(x, np.float64)
+    return np.asarray(jnp.asarray(x, dtype), np.float64)

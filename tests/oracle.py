@@ -1,0 +1,94 @@
+"""Dense float64 numpy GNA with analytic gradients: the fast oracle of the shared suite.
+
+It needs no XLA compile, so hundreds of random configurations stay cheap on any backend.
+It is itself checked against ``jax_gna.reference.dense_attention`` differentiated by JAX
+(``test_oracle.py``), so the suite rests on autodiff of the plain definition.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from jax_gna.semantics import GNAParams, neighborhood_mask
+
+
+def _mask(spatial, params: GNAParams, n_extra: int) -> np.ndarray:
+    m = neighborhood_mask(spatial, params)
+    return np.concatenate([m, np.ones((m.shape[0], n_extra), bool)], axis=1)
+
+
+def _flat(x, b, hkv=None, g=None):
+    x = np.asarray(x, np.float64)
+    x = x.reshape(b, -1, *x.shape[-2:])
+    if g is not None:
+        x = x.reshape(x.shape[0], x.shape[1], hkv, g, x.shape[-1])
+    return x
+
+
+def forward(q, k, v, spatial, params, scale, ek=None, ev=None):
+    """(out [B, *spatial, Hq, Dv], lse [B, *spatial, Hq]) in float64."""
+    b, hq, hkv = q.shape[0], q.shape[-2], k.shape[-2]
+    g = hq // hkv
+    qf = _flat(q, b, hkv, g)
+    kf, vf = _flat(k, b), _flat(v, b)
+    n_extra = 0 if ek is None else ek.shape[1]
+    if n_extra:
+        kf = np.concatenate([kf, np.asarray(ek, np.float64)], axis=1)
+        vf = np.concatenate([vf, np.asarray(ev, np.float64)], axis=1)
+    mask = _mask(spatial, params, n_extra)
+    s = np.einsum("bqhgd,bkhd->bhgqk", qf, kf) * scale
+    s = np.where(mask, s, -np.inf)
+    m = s.max(-1, keepdims=True)
+    p = np.exp(s - m)
+    l = p.sum(-1, keepdims=True)
+    out = np.einsum("bhgqk,bkhd->bqhgd", p / l, vf)
+    lse = (m + np.log(l))[..., 0]
+    n = math.prod(spatial)
+    out = out.reshape(b, *spatial, hq, vf.shape[-1])
+    lse = np.moveaxis(lse, 3, 1).reshape(b, *spatial, hq)
+    assert lse.shape[1:-1] == tuple(spatial) and n == qf.shape[1]
+    return out, lse
+
+
+def backward(q, k, v, spatial, params, scale, dout, dlse=None, ek=None, ev=None):
+    """(dq, dk, dv, dek, dev) in float64 for cotangents dout (and dlse) of (out, lse)."""
+    b, hq, hkv = q.shape[0], q.shape[-2], k.shape[-2]
+    g = hq // hkv
+    out, lse = forward(q, k, v, spatial, params, scale, ek, ev)
+    qf = _flat(q, b, hkv, g)
+    kf, vf = _flat(k, b), _flat(v, b)
+    n = kf.shape[1]
+    n_extra = 0 if ek is None else ek.shape[1]
+    if n_extra:
+        kf = np.concatenate([kf, np.asarray(ek, np.float64)], axis=1)
+        vf = np.concatenate([vf, np.asarray(ev, np.float64)], axis=1)
+    mask = _mask(spatial, params, n_extra)
+    do = _flat(dout, b, hkv, g)
+    of = _flat(out, b, hkv, g)
+    lsef = np.moveaxis(lse.reshape(b, -1, hkv, g), 1, 3)[..., None]
+    delta = np.moveaxis((do * of).sum(-1), 1, 3)[..., None]
+    if dlse is not None:
+        delta = delta - np.moveaxis(np.asarray(dlse, np.float64).reshape(b, -1, hkv, g),
+                                    1, 3)[..., None]
+    s = np.einsum("bqhgd,bkhd->bhgqk", qf, kf) * scale
+    p = np.where(mask, np.exp(s - lsef), 0.0)
+    dp = np.einsum("bqhgd,bkhd->bhgqk", do, vf)
+    ds = p * (dp - delta)
+    dq = np.einsum("bhgqk,bkhd->bqhgd", ds, kf) * scale
+    dk = np.einsum("bhgqk,bqhgd->bkhd", ds, qf) * scale
+    dv = np.einsum("bhgqk,bqhgd->bkhd", p, do)
+    dq = dq.reshape(q.shape)
+    dek, dev = dk[:, n:], dv[:, n:]
+    return dq, dk[:, :n].reshape(k.shape), dv[:, :n].reshape(v.shape), dek, dev
+
+
+def rel_err(x, ref) -> float:
+    x = np.asarray(x, np.float64)
+    ref = np.asarray(ref, np.float64)
+    if not np.all(np.isfinite(x)):
+        return float("inf")
+    denom = np.linalg.norm(ref)
+    num = np.linalg.norm(x - ref)
+    return float(num / denom) if denom > 0 else float(num)

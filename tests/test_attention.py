@@ -1,0 +1,71 @@
+"""The shared correctness suite: every backend against the float64 oracle.
+
+Runs on the reference everywhere (CI) and on each kernel family where a GPU serves it.
+``JAX_GNA_TEST_EXAMPLES`` overrides the number of random configurations (default: 500 for
+the reference, 200 for a kernel family).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cases import EDGE_CASES, check_case, random_cases
+
+REFERENCE_EXAMPLES = int(os.environ.get("JAX_GNA_TEST_EXAMPLES", 500))
+KERNEL_EXAMPLES = int(os.environ.get("JAX_GNA_TEST_EXAMPLES", 200))
+
+
+def _for_backend(case, backend):
+    """Edge cases are written for the reference; kernels get their dtype and head dim."""
+    if backend == "reference":
+        return case
+    return dataclasses.replace(case, dtype="bfloat16", head_dim=64, head_dim_v=64)
+
+
+@pytest.mark.parametrize("case", EDGE_CASES, ids=lambda c: c.short())
+def test_edge_cases(backend, case):
+    check_case(_for_backend(case, backend), backend)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_edge_cases_half(backend, dtype):
+    for case in EDGE_CASES[:6]:
+        check_case(dataclasses.replace(_for_backend(case, backend), dtype=dtype,
+                                       seed=case.seed + 1), backend)
+
+
+def test_random_configurations(backend):
+    """>= 500 (reference) / 200 (kernels) random configurations: forward, LSE and all
+    gradients, rank 1-3, even/odd k, stride, dilation not dividing the size, per-dim
+    causal, GQA, additional KV, every dtype the backend supports."""
+    kernel = None if backend == "reference" else backend
+    count = REFERENCE_EXAMPLES if kernel is None else KERNEL_EXAMPLES
+    seen = []
+
+    @settings(max_examples=count, database=None)
+    @given(random_cases(kernel))
+    def run(case):
+        check_case(case, backend)
+        seen.append(case)
+
+    run()
+    assert len(seen) >= min(count, 50), f"only {len(seen)} configurations ran"
+    print(f"\n{backend}: {len(seen)} random configurations passed")
+
+
+@given(st.data())
+@settings(max_examples=3, database=None)
+def test_reference_is_deterministic(data):
+    case = data.draw(random_cases(None))
+    import numpy as np
+    from cases import make_inputs, run_backend
+    inputs = make_inputs(case)
+    a = run_backend(case, "reference", inputs)
+    b = run_backend(case, "reference", inputs)
+    for x, y in zip([*a[:2], *a[2]], [*b[:2], *b[2]]):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
