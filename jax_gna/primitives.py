@@ -79,12 +79,15 @@ for _p in (gna_bwd_p, gna_bwd_platform_p):
 # ----------------------------------------------------------------------------------------
 
 
+_NOT_MAPPED = None  # how batching rules mark an operand that is not vmapped
+
+
 def _size(args, dims):
-    return next(x.shape[d] for x, d in zip(args, dims) if d is not batching.not_mapped)
+    return next(x.shape[d] for x, d in zip(args, dims) if d is not _NOT_MAPPED)
 
 
 def _to_front(x, d, size):
-    if d is batching.not_mapped:
+    if d is _NOT_MAPPED:
         return jnp.broadcast_to(x, (size,) + x.shape)
     return jnp.moveaxis(x, d, 0)
 
@@ -93,15 +96,18 @@ def _fold(x):
     return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
 
 
+def _unfold(x, size):
+    return x.reshape((size, x.shape[0] // size) + x.shape[1:])  # no -1: arrays may be empty
+
+
 def _fwd_batch(args, dims, *, config):
     q, k, v, ek, ev = args
     size = _size(args, dims)
-    if all(d is batching.not_mapped for d in dims[1:]):
+    if all(d is _NOT_MAPPED for d in dims[1:]):
         return _fwd_batch_query_only(q, dims[0], k, v, ek, ev, size, config)
     args = [_fold(_to_front(x, d, size)) for x, d in zip(args, dims)]
     out, lse = gna_fwd_p.bind(*args, config=config)
-    unfold = lambda x: x.reshape((size, -1) + x.shape[1:])  # noqa: E731
-    return (unfold(out), unfold(lse)), (0, 0)
+    return (_unfold(out, size), _unfold(lse, size)), (0, 0)
 
 
 def _fwd_batch_query_only(q, qdim, k, v, ek, ev, size, config):
@@ -127,7 +133,7 @@ def _bwd_batch(args, dims, *, config):
     size = _size(args, dims)
     args = [_fold(_to_front(x, d, size)) for x, d in zip(args, dims)]
     grads = gna_bwd_p.bind(*args, config=config)
-    return tuple(x.reshape((size, -1) + x.shape[1:]) for x in grads), (0,) * len(grads)
+    return tuple(_unfold(x, size) for x in grads), (0,) * len(grads)
 
 
 batching.primitive_batchers[gna_fwd_p] = _fwd_batch
