@@ -1,0 +1,45 @@
+"""Benchmark rows -> markdown table (and the columns it shows)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+__all__ = ["COLUMNS", "markdown_table"]
+
+# (header, row key, format)
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("case", "case", "s"),
+    ("stride", "stride", "dims"),
+    ("backend", "backend", "s"),
+    ("direction", "direction", "s"),
+    ("ms", "median_ms", ".3f"),
+    ("TF/s (eff.)", "tflops", ".4g"),
+    ("speedup vs dense", "speedup_vs_dense", ".2f"),
+    ("FLOP bound", "flop_bound", ".2f"),
+    ("mean-tile bound", "mean_tile_bound", ".2f"),
+    ("worst-tile bound", "worst_tile_bound", ".2f"),
+    ("achieved/worst-tile", "achieved_over_bound", ".2f"),
+    ("note", "note", "s"),
+)
+
+
+def _cell(value: Any, fmt: str) -> str:
+    if value is None or value == "":
+        return "-"
+    if fmt == "dims":
+        return "x".join(str(v) for v in value)
+    if fmt == "s":
+        return str(value).replace("|", "/")
+    return format(value, fmt)
+
+
+def markdown_table(rows: Sequence[dict], baseline: str) -> str:
+    """One line per (case, stride, backend, direction); ``baseline`` names the dense
+    implementation the speedups are relative to."""
+    heads = [h if key != "speedup_vs_dense" else f"speedup vs {baseline}"
+             for h, key, _ in COLUMNS]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row.get(key), fmt) for _, key, fmt in COLUMNS)
+                     + " |")
+    return "\n".join(lines)

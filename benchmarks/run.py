@@ -1,0 +1,178 @@
+"""The GNA benchmark suite (GNA_SPEC.md): every case and stride, forward and
+forward+backward, each available backend next to dense baselines and the simulator bounds.
+
+    python benchmarks/run.py --out bench_out                 # full suite (GPU)
+    python benchmarks/run.py --subset --out bench_out        # < 3 min on an H200
+    python benchmarks/run.py --tiny --out /tmp/b             # scaled-down, runs on a CPU
+
+One run writes ``results.json`` (every measurement, skip reason and simulator figure),
+``results.md`` (the table printed last) and ``speedups.png`` (achieved vs bound speedups).
+Timing is ``jax_gna.profile.measure`` (``jax_gna._timing``: warm-up, median over groups of
+back-to-back calls between device syncs, rotating input sets); anything whose estimated
+memory exceeds the device is skipped with the reason printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+if __package__:                  # python -m benchmarks.run
+    from .chart import speedup_chart
+    from .report import markdown_table
+else:                            # python benchmarks/run.py: this folder is sys.path[0]
+    from chart import speedup_chart
+    from report import markdown_table
+
+try:   # prefer the installed package (it carries the compiled kernels) ...
+    import jax_gna  # noqa: F401
+except ImportError:   # ... else the source tree next to this folder (CPU/reference only)
+    sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+
+from jax_gna import _timing, profile   # noqa: E402
+from jax_gna.simulator import simulate   # noqa: E402
+from jax_gna.simulator.suite import get_suite   # noqa: E402
+
+DIRECTIONS = ("fwd", "fwd+bwd")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="GNA benchmark suite (GNA_SPEC.md).")
+    p.add_argument("--out", default="bench_out", help="output directory")
+    p.add_argument("--subset", action="store_true",
+                   help="quick run: last stride of each case, forward only, few repeats")
+    p.add_argument("--tiny", action="store_true",
+                   help="scaled-down shapes (CPU-friendly; default dtype fp32)")
+    p.add_argument("--cases", nargs="+", help="suite case names (default: all)")
+    p.add_argument("--backends", nargs="+",
+                   help="GNA backends and/or baselines (cudnn-dense, xla-dense); default: "
+                        "every available GNA backend plus both baselines (cuDNN only on a "
+                        "CUDA GPU)")
+    p.add_argument("--directions", nargs="+", choices=DIRECTIONS,
+                   help="default: both (subset: fwd)")
+    p.add_argument("--dtype", choices=sorted(profile.DTYPES),
+                   help="default bf16 (tiny: fp32)")
+    p.add_argument("--warmup", type=int, help="default 3 (subset: 1)")
+    p.add_argument("--repeats", type=int, help="default 10 (subset: 3)")
+    p.add_argument("--input-sets", type=int, default=3)
+    p.add_argument("--force", action="store_true", help="run even if memory looks short")
+    return p
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _default_backends(subset: bool) -> list[str]:
+    gna = list(profile.available_backends())
+    kernels = [b for b in gna if b != "reference"]
+    if subset and kernels:   # the jnp reference is the slow path: leave it to full runs
+        gna = kernels
+    if not _timing.is_cuda_gpu():
+        _log(f"{profile.CUDNN_DENSE}: not run (no CUDA GPU); speedups are over XLA dense")
+        return gna + [profile.XLA_DENSE]
+    return gna + [profile.CUDNN_DENSE, profile.XLA_DENSE]
+
+
+def _describe(m: dict) -> str:
+    if "skipped" in m:
+        return f"skipped ({m['skipped']})"
+    if "error" in m:
+        return f"error ({m['error']})"
+    return f"{m['median_ms']:.3f} ms, {m['tflops']:.1f} TF/s"
+
+
+def run(args) -> dict:
+    subset, tiny = args.subset, args.tiny
+    directions = args.directions or (["fwd"] if subset else list(DIRECTIONS))
+    warmup = args.warmup if args.warmup is not None else (1 if subset else 3)
+    repeats = args.repeats if args.repeats is not None else (3 if subset else 10)
+    dtype = args.dtype or ("fp32" if tiny else "bf16")
+    impls = args.backends or _default_backends(subset)
+    dense_impls = [b for b in impls if b in profile.DENSE_IMPLS]
+    gna_impls = [b for b in impls if b not in profile.DENSE_IMPLS]
+    on_cuda = _timing.is_cuda_gpu()
+    baseline = profile.CUDNN_DENSE if (on_cuda and profile.CUDNN_DENSE in dense_impls) \
+        else profile.XLA_DENSE
+    mkw = dict(warmup=warmup, repeats=repeats, input_sets=args.input_sets, force=args.force)
+
+    rows, sims = [], []
+    for case in get_suite(tiny, args.cases):
+        strides = case.strides[-1:] if subset else case.strides
+        for direction in directions:
+            base_cfg = profile.ProfileConfig.create(
+                case.shape, case.kernel_size, 1, batch=case.batch, heads=case.heads,
+                head_dim=case.head_dim, dtype=dtype, backprop=direction == "fwd+bwd")
+            # Dense attention ignores the window: one measurement per (case, direction).
+            dense = {}
+            for impl in dense_impls:
+                m = profile.measure(base_cfg, impl, **mkw)
+                _log(f"[{case.name} {direction}] {impl}: {_describe(m)}")
+                dense[impl] = m
+            ref_ms = dense.get(baseline, {}).get("median_ms")
+            for impl, m in dense.items():
+                rows.append(_row(case, None, impl, direction, m, ref_ms, None))
+            for stride in strides:
+                cfg = dataclasses.replace(base_cfg, stride=tuple(stride))
+                sim = simulate(case.shape, case.kernel_size, stride, q_tile=case.q_tile,
+                               kv_tile=case.kv_tile)
+                if direction == directions[0]:
+                    sims.append({"case": case.name, **sim.to_dict()})
+                for impl in gna_impls:
+                    m = profile.measure(cfg, impl, **mkw)
+                    _log(f"[{case.name} {direction} stride {'x'.join(map(str, stride))}] "
+                         f"{impl}: {_describe(m)}")
+                    rows.append(_row(case, stride, impl, direction, m, ref_ms, sim))
+    return {"device": _timing.platform_description(), "baseline": baseline,
+            "settings": {"subset": subset, "tiny": tiny, "dtype": dtype, "warmup": warmup,
+                         "repeats": repeats, "input_sets": args.input_sets,
+                         "directions": directions, "backends": impls},
+            "rows": rows, "simulator": sims}
+
+
+def _row(case, stride, impl, direction, m, ref_ms, sim) -> dict:
+    ms = m.get("median_ms")
+    row = {"case": case.name, "shape": list(case.shape), "kernel_size": list(case.kernel_size),
+           "stride": list(stride) if stride is not None else None, "backend": impl,
+           "direction": direction, "median_ms": ms, "min_ms": m.get("min_ms"),
+           "tflops": m.get("tflops"),
+           "speedup_vs_dense": (ref_ms / ms) if (ms and ref_ms) else None,
+           "note": m.get("skipped") or m.get("error") or "", "measurement": m}
+    if sim is not None:
+        row.update(flop_bound=sim.flop_speedup, mean_tile_bound=sim.mean_tile_speedup,
+                   worst_tile_bound=sim.worst_tile_speedup,
+                   q_tile=list(sim.q_tile), kv_tile=list(sim.kv_tile))
+        if row["speedup_vs_dense"] is not None:
+            row["achieved_over_bound"] = row["speedup_vs_dense"] / sim.worst_tile_speedup
+    return row
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    results = run(args)
+    results["wall_s"] = time.perf_counter() - t0
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    base_name = "cuDNN dense" if results["baseline"] == profile.CUDNN_DENSE else "XLA dense"
+    table = markdown_table(results["rows"], base_name)
+    device = results["device"]
+    header = (f"GNA benchmark on {device['device_kind']} ({device['platform']}), jax "
+              f"{device['jax_version']}, {results['settings']['dtype']}; speedups over "
+              f"{base_name}; bounds from the simulator with the suite's tiles.\n\n")
+    (out / "results.md").write_text(header + table + "\n")
+    chart = speedup_chart(results["rows"], str(out / "speedups.png"), base_name)
+    _log(f"wrote {out / 'results.json'}, {out / 'results.md'}"
+         + (f", {chart}" if chart else " (no chart: no dense baseline measured)")
+         + f" in {results['wall_s']:.1f} s")
+    print(header + table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

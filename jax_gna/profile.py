@@ -1,0 +1,431 @@
+"""``python -m jax_gna.profile``: time one GNA configuration on the default device.
+
+    python -m jax_gna.profile -i 30 48 80 -w 18 24 24 -s 16 8 8 --backprop --json
+
+It times ``jax_gna.attention`` (and, where it applies, cuDNN dense attention and XLA dense
+attention on the same tokens) with :mod:`jax_gna._timing` (warm-up, median over groups of
+back-to-back calls between device syncs, rotating input sets), and prints the achieved
+speedup next to the simulator's bounds for a default tile choice.
+
+The building blocks (``ProfileConfig``, ``flops``, ``estimate_memory_bytes``, ``measure``)
+are reused by ``benchmarks/run.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import importlib
+import json
+import math
+import os
+import sys
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jax_gna import _timing, semantics
+
+__all__ = ["ProfileConfig", "flops", "estimate_memory_bytes", "device_memory_bytes",
+           "resolve_attention", "available_backends", "measure", "simulator_bounds",
+           "profile", "main", "DENSE_IMPLS"]
+
+DTYPES = {"bf16": jnp.bfloat16, "fp16": jnp.float16, "fp32": jnp.float32}
+# Names of the dense baselines, as they appear in reports.
+CUDNN_DENSE, XLA_DENSE = "cudnn-dense", "xla-dense"
+DENSE_IMPLS = {CUDNN_DENSE: "cudnn", XLA_DENSE: "xla"}
+# FLOPs of forward+backward relative to forward (GNA_SPEC: 2.5x backward + 1x forward).
+BACKWARD_FLOP_FACTOR = 3.5
+
+
+@dataclasses.dataclass(frozen=True)
+class ProfileConfig:
+    """One problem: shapes, window parameters, dtype and direction."""
+
+    shape: tuple[int, ...]
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    is_causal: tuple[bool, ...]
+    batch: int = 1
+    heads: int = 24
+    kv_heads: int | None = None
+    head_dim: int = 128
+    dtype: str = "bf16"
+    backprop: bool = False
+    extra_tokens: int = 0
+
+    @classmethod
+    def create(cls, shape, kernel_size, stride=1, dilation=1, is_causal=False, **kw):
+        """Normalise per-dim parameters (an int or one per dim) and validate them."""
+        shape = tuple(int(n) for n in shape)
+        p = semantics.make_params(shape, kernel_size, stride, dilation, is_causal)
+        if kw.get("dtype", "bf16") not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}; got {kw['dtype']!r}")
+        return cls(shape, p.kernel_size, p.stride, p.dilation, p.is_causal, **kw)
+
+    @property
+    def num_tokens(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def heads_kv(self) -> int:
+        return self.kv_heads or self.heads
+
+    @property
+    def direction(self) -> str:
+        return "fwd+bwd" if self.backprop else "fwd"
+
+    @property
+    def jnp_dtype(self):
+        return DTYPES[self.dtype]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["kv_heads"] = self.heads_kv
+        d["direction"] = self.direction
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+# ----------------------------------------------------------------------------------------
+# FLOPs and memory
+# ----------------------------------------------------------------------------------------
+
+
+def attended_pairs(cfg: ProfileConfig) -> int:
+    """Sum over queries of keys seen (neighborhood only), from the semantics module."""
+    params = semantics.make_params(cfg.shape, cfg.kernel_size, cfg.stride, cfg.dilation,
+                                   cfg.is_causal)
+    return int(semantics.keys_per_query(cfg.shape, params).sum())
+
+
+def flops(cfg: ProfileConfig, which: str = "gna") -> float:
+    """FLOPs counted for effective TF/s (GNA_SPEC): ``4 * B * H * pairs * D``, pairs being
+    attended (query, key) pairs including the additional tokens; dense counts every pair;
+    forward+backward is 3.5x the forward."""
+    n = cfg.num_tokens
+    pairs = (attended_pairs(cfg) if which == "gna" else n * n) + n * cfg.extra_tokens
+    f = 4.0 * cfg.batch * cfg.heads * pairs * cfg.head_dim
+    return f * (BACKWARD_FLOP_FACTOR if cfg.backprop else 1.0)
+
+
+def _tensor_bytes(cfg: ProfileConfig) -> int:
+    """q, k, v, extras and output (+ cotangent and three gradients when backprop)."""
+    item = jnp.dtype(cfg.jnp_dtype).itemsize
+    n, b, d = cfg.num_tokens, cfg.batch, cfg.head_dim
+    q = b * n * cfg.heads * d
+    kv = b * (n + cfg.extra_tokens) * cfg.heads_kv * d
+    per_call = q + 2 * kv + q                     # inputs + output
+    if cfg.backprop:
+        per_call += q + (q + 2 * kv)              # cotangent + gradients
+    lse = b * n * cfg.heads * 4
+    return per_call * item + lse * (2 if cfg.backprop else 1)
+
+
+def estimate_memory_bytes(cfg: ProfileConfig, impl: str) -> int:
+    """Rough peak device bytes of one call of ``impl`` (a GNA backend name or a dense
+    baseline), used to skip what cannot fit before trying it.
+
+    Kernels and cuDNN are flash-style (O(N) memory). The jnp reference bounds its live
+    intermediates by its own memory budget (``reference.tiled.memory_budget_bytes``); XLA
+    dense materialises ``B*H*N*M`` logits: scores, fp32 softmax and probabilities, and
+    their gradients in backward.
+    """
+    base = _tensor_bytes(cfg)
+    if impl == XLA_DENSE:
+        n, m = cfg.num_tokens, cfg.num_tokens + cfg.extra_tokens
+        logits = cfg.batch * cfg.heads * n * m
+        per_elem = 4 + 4 + jnp.dtype(cfg.jnp_dtype).itemsize
+        return base + logits * per_elem * (3 if cfg.backprop else 1)
+    if impl == "reference":
+        try:
+            from jax_gna.reference.tiled import memory_budget_bytes
+            budget = memory_budget_bytes(jax.default_backend())
+        except (ImportError, AttributeError):
+            budget = 2 << 30
+        return base + 2 * budget * (2 if cfg.backprop else 1)
+    return base
+
+
+def device_memory_bytes(device: jax.Device | None = None) -> int:
+    """Usable memory of the device (GPU: XLA's limit; CPU: physical RAM)."""
+    device = device or jax.devices()[0]
+    try:
+        stats = device.memory_stats() or {}
+    except Exception:   # some platforms do not implement memory_stats
+        stats = {}
+    if "bytes_limit" in stats:
+        return int(stats["bytes_limit"])
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+# ----------------------------------------------------------------------------------------
+# What to time
+# ----------------------------------------------------------------------------------------
+
+
+def resolve_attention() -> Callable[..., Any]:
+    """``jax_gna.attention`` or an ImportError saying it is not there."""
+    mod = importlib.import_module("jax_gna")
+    fn = getattr(mod, "attention", None)
+    if fn is not None and not callable(fn):   # the submodule, not the function
+        fn = getattr(fn, "attention", None)
+    if fn is None:
+        raise ImportError("jax_gna.attention is not available in this build")
+    return fn
+
+
+def available_backends() -> tuple[str, ...]:
+    """GNA backends usable here (``jax_gna.backends.available_backends``, else reference)."""
+    try:
+        from jax_gna import backends
+        return tuple(backends.available_backends())
+    except Exception:   # module missing or its native part failed to load
+        return ("reference",)
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _random_arrays(key, specs):
+    """Standard-normal arrays for ``specs`` ((shape, dtype), ...): one compiled program per
+    configuration instead of one eager compile per array."""
+    keys = jax.random.split(key, len(specs))
+    return tuple(jax.random.normal(k, shape, dtype) for k, (shape, dtype) in zip(keys, specs))
+
+
+def _input_sets(cfg: ProfileConfig, count: int, seed: int) -> list[tuple]:
+    """``count`` distinct random input tuples: (q, k, v, extra_k, extra_v[, cotangent])."""
+    b, h, hk, d = cfg.batch, cfg.heads, cfg.heads_kv, cfg.head_dim
+    dt = jnp.dtype(cfg.jnp_dtype)
+    q_shape, kv_shape = (b, *cfg.shape, h, d), (b, *cfg.shape, hk, d)
+    extra_shape = (b, cfg.extra_tokens, hk, d)
+    specs = ((q_shape, dt), (kv_shape, dt), (kv_shape, dt), (extra_shape, dt),
+             (extra_shape, dt)) + (((q_shape, dt),) if cfg.backprop else ())
+    sets = [_random_arrays(jax.random.PRNGKey(seed + i), specs) for i in range(count)]
+    jax.block_until_ready(sets)
+    return sets
+
+
+def _gna_fn(cfg: ProfileConfig, attention_fn: Callable, backend: str | None):
+    extra = cfg.extra_tokens > 0
+
+    def attend(q, k, v, ek, ev):
+        return attention_fn(q, k, v, cfg.kernel_size, cfg.stride, cfg.dilation,
+                            cfg.is_causal, additional_keys=ek if extra else None,
+                            additional_values=ev if extra else None, backend=backend)
+    return attend
+
+
+def _dense_fn(cfg: ProfileConfig, implementation: str):
+    """Self attention on the same tokens flattened to [B, N, H, D] (extras appended as keys)."""
+    b, n = cfg.batch, cfg.num_tokens
+
+    def attend(q, k, v, ek, ev):
+        flat = lambda x, heads: x.reshape(b, n, heads, x.shape[-1])
+        kf = jnp.concatenate([flat(k, cfg.heads_kv), ek], axis=1)
+        vf = jnp.concatenate([flat(v, cfg.heads_kv), ev], axis=1)
+        out = jax.nn.dot_product_attention(flat(q, cfg.heads), kf, vf,
+                                           implementation=implementation)
+        return out.reshape(q.shape[:-1] + (out.shape[-1],))
+    return attend
+
+
+def _with_direction(cfg: ProfileConfig, attend: Callable):
+    """Jitted forward, or forward+backward (vjp w.r.t. every input) when ``backprop``."""
+    if not cfg.backprop:
+        return jax.jit(attend)
+
+    def fwd_bwd(q, k, v, ek, ev, dout):
+        _, pullback = jax.vjp(attend, q, k, v, ek, ev)
+        return pullback(dout)
+    return jax.jit(fwd_bwd)
+
+
+def measure(cfg: ProfileConfig, impl: str, *, attention_fn: Callable | None = None,
+            warmup: int = 3, repeats: int = 10, input_sets: int = 3, seed: int = 0,
+            memory_fraction: float = 0.9, force: bool = False) -> dict[str, Any]:
+    """Time one implementation: a GNA backend ("reference", "sm80", "auto", ...) or a dense
+    baseline (``CUDNN_DENSE``, ``XLA_DENSE``). Returns a dict with ``median_ms``, ``min_ms``,
+    ``tflops`` (effective, as in GNA_SPEC), or ``skipped``/``error`` with the reason."""
+    result: dict[str, Any] = {"impl": impl, "direction": cfg.direction}
+    if impl == CUDNN_DENSE and not _timing.is_cuda_gpu():
+        return {**result, "skipped": "cuDNN needs a CUDA GPU"}
+    need = estimate_memory_bytes(cfg, impl)
+    have = int(device_memory_bytes() * memory_fraction)
+    # Input sets beyond the first cost memory; use fewer rather than skip the case.
+    per_set = _tensor_bytes(cfg)
+    sets = max(1, min(input_sets, (have - need) // max(per_set, 1) + 1))
+    result["memory_estimate_gb"] = round(need / 2**30, 3)
+    if need > have and not force:
+        return {**result, "skipped": f"needs ~{need / 2**30:.1f} GiB, device has "
+                                     f"{have / 2**30:.1f} GiB usable"}
+    try:
+        if impl in DENSE_IMPLS:
+            attend = _dense_fn(cfg, DENSE_IMPLS[impl])
+            which = "dense"
+        else:
+            fn = attention_fn or resolve_attention()
+            attend = _gna_fn(cfg, fn, None if impl == "auto" else impl)
+            which = "gna"
+        timed = _timing.time_function(_with_direction(cfg, attend),
+                                      _input_sets(cfg, sets, seed), warmup=warmup,
+                                      repeats=repeats)
+    except Exception as e:   # report and carry on: one failing impl must not end a suite
+        msg = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+        return {**result, "error": msg}
+    result.update(timed.to_dict())
+    result["tflops"] = flops(cfg, which) / timed.median_s / 1e12
+    return result
+
+
+def simulator_bounds(cfg: ProfileConfig, q_tile=None, kv_tile=None) -> dict[str, Any]:
+    """Simulator figures for the problem: given tiles, else the suite case's tiles when the
+    problem is a suite case, else the paper's tiles for the rank."""
+    from jax_gna.simulator import simulate
+    from jax_gna.simulator.suite import SUITE, TINY_SUITE
+    if q_tile is None and kv_tile is None:
+        for case in SUITE + TINY_SUITE:
+            if case.shape == cfg.shape and case.kernel_size == cfg.kernel_size:
+                q_tile, kv_tile = case.q_tile, case.kv_tile
+                break
+    r = simulate(cfg.shape, cfg.kernel_size, cfg.stride, cfg.dilation, cfg.is_causal,
+                 q_tile, kv_tile)
+    return {"q_tile": list(r.q_tile), "kv_tile": list(r.kv_tile), **r.figures()}
+
+
+def profile(cfg: ProfileConfig, backend: str = "auto", *, dense: bool = False,
+            attention_fn: Callable | None = None, q_tile=None, kv_tile=None,
+            **measure_kw) -> dict[str, Any]:
+    """Everything the CLI prints, as one dict."""
+    out: dict[str, Any] = {
+        "config": cfg.to_dict(), "backend": backend, "device": _timing.platform_description(),
+        "backends_available": list(available_backends()),
+        "flops": {"gna": flops(cfg, "gna"), "dense": flops(cfg, "dense")},
+    }
+    out["gna"] = measure(cfg, backend, attention_fn=attention_fn, **measure_kw)
+    out[CUDNN_DENSE] = measure(cfg, CUDNN_DENSE, **measure_kw)
+    if dense:
+        out[XLA_DENSE] = measure(cfg, XLA_DENSE, **measure_kw)
+    g = out["gna"].get("median_ms")
+    for name in (CUDNN_DENSE, XLA_DENSE):
+        t = out.get(name, {}).get("median_ms")
+        out[f"speedup_vs_{name}"] = (t / g) if (g and t) else None
+    out["simulator"] = simulator_bounds(cfg, q_tile, kv_tile)
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m jax_gna.profile",
+                                description="Time one GNA configuration on the default "
+                                            "device.")
+    p.add_argument("-i", "--input-size", type=int, nargs="+", required=True,
+                   help="spatial shape, e.g. 30 48 80")
+    p.add_argument("-w", "--window", type=int, nargs="+", required=True,
+                   help="kernel size per dim (one value: all dims)")
+    p.add_argument("-s", "--stride", type=int, nargs="+", default=[1])
+    p.add_argument("-d", "--dilation", type=int, nargs="+", default=[1])
+    p.add_argument("-c", "--causal", type=int, nargs="+", default=[0], choices=[0, 1])
+    p.add_argument("--backprop", action="store_true", help="time forward+backward")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--heads", type=int, default=24)
+    p.add_argument("--kv-heads", type=int, default=None, help="GQA: K/V heads")
+    p.add_argument("--head-dim", type=int, default=128)
+    p.add_argument("--extra-tokens", type=int, default=0,
+                   help="additional keys/values every query attends to")
+    p.add_argument("--backend", default="auto",
+                   help="reference | sm80 | sm90 | auto (best available)")
+    p.add_argument("--dense", action="store_true", help="also time XLA dense attention")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--input-sets", type=int, default=3,
+                   help="distinct random input sets cycled through while timing")
+    p.add_argument("--q-tile", type=int, nargs="+", help="simulator: Q tile per dim")
+    p.add_argument("--kv-tile", type=int, nargs="+", help="simulator: KV tile per dim")
+    p.add_argument("--force", action="store_true", help="run even if memory looks short")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def _per_dim(values, rank, name, parser):
+    if values is None:
+        return None
+    if len(values) == 1:
+        return tuple(values) * rank
+    if len(values) != rank:
+        parser.error(f"--{name} needs 1 or {rank} values; got {len(values)}")
+    return tuple(values)
+
+
+def _fmt_entry(name: str, e: dict) -> str:
+    if "skipped" in e:
+        return f"{name:<14} skipped: {e['skipped']}"
+    if "error" in e:
+        return f"{name:<14} error: {e['error']}"
+    return (f"{name:<14} median {e['median_ms']:9.3f} ms  min {e['min_ms']:9.3f} ms  "
+            f"{e['tflops']:8.4g} TF/s  ({e['groups']} groups x {e['calls_per_group']} calls)")
+
+
+def format_report(rep: dict) -> str:
+    c, s = rep["config"], rep["simulator"]
+    lines = [
+        f"device: {rep['device']['device_kind']} ({rep['device']['platform']}), jax "
+        f"{rep['device']['jax_version']}; backends available: "
+        f"{', '.join(rep['backends_available'])}",
+        f"problem: shape {c['shape']} kernel {c['kernel_size']} stride {c['stride']} dilation "
+        f"{c['dilation']} causal {c['is_causal']}; B={c['batch']} H={c['heads']} "
+        f"Hkv={c['kv_heads']} D={c['head_dim']} {c['dtype']} {c['direction']}"
+        + (f" +{c['extra_tokens']} extra tokens" if c["extra_tokens"] else ""),
+        _fmt_entry(f"gna[{rep['backend']}]", rep["gna"]),
+        _fmt_entry(CUDNN_DENSE, rep[CUDNN_DENSE]),
+    ]
+    if XLA_DENSE in rep:
+        lines.append(_fmt_entry(XLA_DENSE, rep[XLA_DENSE]))
+    for name in (CUDNN_DENSE, XLA_DENSE):
+        if rep.get(f"speedup_vs_{name}") is not None:
+            lines.append(f"speedup vs {name}: {rep[f'speedup_vs_{name}']:.2f}x")
+    flop = s["flop_speedup"]
+    lines.append(f"simulator bounds (Q {s['q_tile']} / KV {s['kv_tile']}): FLOP {flop:.2f}x, "
+                 f"mean-tile {s['mean_tile_speedup']:.2f}x, worst-tile "
+                 f"{s['worst_tile_speedup']:.2f}x, boundary tiles "
+                 f"{100 * s['boundary_tile_fraction']:.1f}%")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None, *, attention_fn: Callable | None = None) -> int:
+    """CLI entry point. ``attention_fn`` replaces ``jax_gna.attention`` (tests)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    rank = len(args.input_size)
+    try:
+        cfg = ProfileConfig.create(
+            args.input_size, _per_dim(args.window, rank, "window", parser),
+            _per_dim(args.stride, rank, "stride", parser),
+            _per_dim(args.dilation, rank, "dilation", parser),
+            tuple(bool(c) for c in _per_dim(args.causal, rank, "causal", parser)),
+            batch=args.batch, heads=args.heads, kv_heads=args.kv_heads,
+            head_dim=args.head_dim, dtype=args.dtype, backprop=args.backprop,
+            extra_tokens=args.extra_tokens)
+    except (ValueError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    rep = profile(cfg, args.backend, dense=args.dense, attention_fn=attention_fn,
+                  q_tile=_per_dim(args.q_tile, rank, "q-tile", parser),
+                  kv_tile=_per_dim(args.kv_tile, rank, "kv-tile", parser),
+                  warmup=args.warmup, repeats=args.repeats, input_sets=args.input_sets,
+                  force=args.force)
+    print(json.dumps(rep) if args.json else format_report(rep))
+    return 1 if "error" in rep["gna"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

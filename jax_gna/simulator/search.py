@@ -1,0 +1,96 @@
+"""Choosing tile shapes: candidate generation and ranking by a simulator figure."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Any, Iterable, Sequence
+
+from jax_gna import semantics
+from jax_gna.simulator.core import SimulationResult, simulate
+
+__all__ = ["power_of_two_boxes", "default_candidates", "best_tiles", "TileRanking",
+           "OBJECTIVES"]
+
+# Figures that may be maximised; ties fall through to the next ones in this order, then to
+# fewer boundary tiles (less masking work).
+OBJECTIVES = ("mean_tile_speedup", "worst_tile_speedup")
+
+
+def power_of_two_boxes(volume: int, shape: Sequence[int]) -> list[tuple[int, ...]]:
+    """All boxes with power-of-two sides and exactly ``volume`` tokens, for ``shape``.
+
+    A side longer than the next power of two >= that dim's length would only add padding,
+    so such boxes are left out (unless nothing else reaches the volume).
+    """
+    if volume < 1 or volume & (volume - 1):
+        raise ValueError(f"tile volume must be a power of two; got {volume}")
+    total = volume.bit_length() - 1
+    caps = [max(0, (int(n) - 1).bit_length()) for n in shape]   # log2(next pow2 >= n)
+    boxes = []
+    for exps in itertools.product(range(total + 1), repeat=len(shape)):
+        if sum(exps) == total and all(e <= c for e, c in zip(exps, caps)):
+            boxes.append(tuple(1 << e for e in exps))
+    if not boxes:   # the problem is smaller than one tile: allow overhanging sides
+        boxes = [tuple(1 << e for e in exps)
+                 for exps in itertools.product(range(total + 1), repeat=len(shape))
+                 if sum(exps) == total]
+    return boxes
+
+
+def default_candidates(shape: Sequence[int], q_tokens: int = 128,
+                       kv_tokens: int | Iterable[int] = (128, 64)
+                       ) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Every (Q box, KV box) pair of power-of-two sides with the given token counts."""
+    kv_list = [kv_tokens] if isinstance(kv_tokens, int) else list(kv_tokens)
+    q_boxes = power_of_two_boxes(q_tokens, shape)
+    kv_boxes = [b for v in kv_list for b in power_of_two_boxes(v, shape)]
+    return [(q, kv) for q in q_boxes for kv in kv_boxes]
+
+
+@dataclasses.dataclass(frozen=True)
+class TileRanking:
+    """Result of :func:`best_tiles`: the winner and every candidate, best first."""
+
+    objective: str
+    best: SimulationResult
+    ranked: tuple[SimulationResult, ...]
+
+    def table(self) -> list[dict[str, Any]]:
+        return [{"q_tile": list(r.q_tile), "kv_tile": list(r.kv_tile),
+                 "mean_tile_speedup": r.mean_tile_speedup,
+                 "worst_tile_speedup": r.worst_tile_speedup,
+                 "boundary_tile_fraction": r.boundary_tile_fraction,
+                 "perfectly_block_sparse": r.perfectly_block_sparse} for r in self.ranked]
+
+
+def best_tiles(shape: Sequence[int], kernel_size: Any, stride: Any = 1, dilation: Any = 1,
+               is_causal: Any = False, candidates: Iterable[tuple[Any, Any]] | None = None,
+               objective: str = "mean_tile_speedup", *, q_tokens: int = 128,
+               kv_tokens: int | Iterable[int] = (128, 64)) -> TileRanking:
+    """Rank (Q tile, KV tile) candidates by ``objective`` (higher is better).
+
+    ``candidates`` default to :func:`default_candidates` for ``q_tokens``/``kv_tokens``.
+    The winner's result carries the exact FLOP figure; the others skip it (it does not
+    depend on tiles).
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}; got {objective!r}")
+    shape = tuple(int(n) for n in shape)
+    params = semantics.make_params(shape, kernel_size, stride, dilation, is_causal)
+    if candidates is None:
+        candidates = default_candidates(shape, q_tokens, kv_tokens)
+    results = [simulate(shape, params.kernel_size, params.stride, params.dilation,
+                        params.is_causal, q, kv, count_flops=False) for q, kv in candidates]
+    if not results:
+        raise ValueError("best_tiles needs at least one candidate")
+    order = (objective,) + tuple(o for o in OBJECTIVES if o != objective)
+
+    def key(r: SimulationResult):
+        return tuple(-getattr(r, o) for o in order) + (r.boundary_tile_fraction,)
+
+    ranked = sorted(results, key=key)   # stable: equal candidates keep the given order
+    winner = ranked[0]
+    best = simulate(shape, params.kernel_size, params.stride, params.dilation,
+                    params.is_causal, winner.q_tile, winner.kv_tile)
+    return TileRanking(objective, best, (best,) + tuple(ranked[1:]))

@@ -1,0 +1,189 @@
+"""The profiler (jax_gna.profile), its timing helper (jax_gna._timing) and the benchmark
+suite runner (benchmarks/run.py), on CPU with tiny shapes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from jax_gna import _timing, profile, semantics
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _has_attention() -> bool:
+    try:
+        profile.resolve_attention()
+        return True
+    except ImportError:
+        return False
+
+
+needs_attention = pytest.mark.skipif(
+    not _has_attention(), reason="jax_gna.attention is not importable yet (lead's "
+                                 "jax_gna/attention.py); the CLI is covered by the stand-in")
+
+
+def masked_dense_standin(q, k, v, kernel_size, stride=1, dilation=1, is_causal=False,
+                         scale=None, *, additional_keys=None, additional_values=None,
+                         return_lse=False, backend=None):
+    """Test double with jax_gna.attention's signature: dense attention under the mask."""
+    spatial = q.shape[1:-2]
+    b, n = q.shape[0], math.prod(spatial)
+    params = semantics.make_params(spatial, kernel_size, stride, dilation, is_causal)
+    mask = jnp.asarray(semantics.neighborhood_mask(spatial, params))
+    flat = lambda x: x.reshape(b, n, x.shape[-2], x.shape[-1])
+    qf, kf, vf = flat(q), flat(k), flat(v)
+    if additional_keys is not None:
+        kf = jnp.concatenate([kf, additional_keys], 1)
+        vf = jnp.concatenate([vf, additional_values], 1)
+        mask = jnp.concatenate([mask, jnp.ones((n, additional_keys.shape[1]), bool)], 1)
+    out = jax.nn.dot_product_attention(qf, kf, vf, mask=mask[None, None], scale=scale,
+                                       implementation="xla")
+    return out.reshape(q.shape[:-1] + (v.shape[-1],))
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    return env
+
+
+# ----------------------------------------------------------------------------------------
+# FLOPs, memory, timing
+# ----------------------------------------------------------------------------------------
+
+
+def test_flops_count_attended_pairs():
+    cfg = profile.ProfileConfig.create((10, 6), (5, 3), (4, 1), 1, (True, False), batch=2,
+                                       heads=3, head_dim=8, extra_tokens=2)
+    pairs = int(semantics.neighborhood_mask(cfg.shape, semantics.make_params(
+        cfg.shape, cfg.kernel_size, cfg.stride, cfg.dilation, cfg.is_causal)).sum())
+    assert profile.flops(cfg) == 4 * 2 * 3 * 8 * (pairs + 60 * 2)
+    assert profile.flops(cfg, "dense") == 4 * 2 * 3 * 8 * (60 * 60 + 60 * 2)
+    bwd = profile.ProfileConfig.create((10, 6), (5, 3), backprop=True)
+    fwd = profile.ProfileConfig.create((10, 6), (5, 3))
+    assert profile.flops(bwd) == pytest.approx(3.5 * profile.flops(fwd))
+
+
+def test_memory_estimates_order():
+    cfg = profile.ProfileConfig.create((256, 256), (80, 80))
+    dense = profile.estimate_memory_bytes(cfg, profile.XLA_DENSE)
+    assert dense > 24 * 65536**2 * 4            # materialised logits
+    assert profile.estimate_memory_bytes(cfg, "sm90") < 2**31
+    assert profile.device_memory_bytes() > 0
+    with pytest.raises(ValueError, match="dtype"):
+        profile.ProfileConfig.create((8,), 2, dtype="int8")
+
+
+def test_time_function_rotates_inputs_and_reports_median():
+    seen = []
+
+    def fn(x):
+        seen.append(int(x[0]))
+        return x + 1
+
+    sets = [(jnp.full((4,), i),) for i in range(3)]
+    t = _timing.time_function(fn, sets, warmup=2, repeats=4, calls_per_group=5)
+    assert len(t.per_call_s) == 4 and t.calls_per_group == 5 and t.input_sets == 3
+    assert seen[:6] == [0, 1, 2, 0, 1, 2]               # cycled, not one set reused
+    assert t.min_s <= t.median_s and t.median_ms == pytest.approx(1e3 * t.median_s)
+    d = t.to_dict()
+    assert {"median_ms", "min_ms", "calls_per_group", "method"} <= set(d)
+    auto = _timing.time_function(jax.jit(lambda x: x * 2), sets, warmup=1, repeats=2,
+                                 max_calls_per_group=7)
+    assert 1 <= auto.calls_per_group <= 7
+    assert not _timing.is_cuda_gpu() or jax.default_backend() == "gpu"
+
+
+# ----------------------------------------------------------------------------------------
+# The profiler
+# ----------------------------------------------------------------------------------------
+
+
+ARGS = ["-i", "8", "12", "-w", "4", "6", "-s", "2", "3", "--heads", "2", "--head-dim", "16",
+        "--warmup", "1", "--repeats", "2", "--input-sets", "2"]
+
+
+@pytest.mark.parametrize("extra", [[], ["--backprop", "--dtype", "fp32"],
+                                   ["--extra-tokens", "3", "-c", "1", "0"]])
+def test_profile_main_with_standin(extra, capsys):
+    assert profile.main(ARGS + extra + ["--dense", "--json"],
+                        attention_fn=masked_dense_standin) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["gna"]["median_ms"] > 0 and rep["gna"]["tflops"] > 0
+    assert rep["xla-dense"]["median_ms"] > 0
+    assert rep["speedup_vs_xla-dense"] > 0
+    if not _timing.is_cuda_gpu():
+        assert "skipped" in rep["cudnn-dense"]
+    sim = rep["simulator"]
+    assert {"flop_speedup", "worst_tile_speedup", "mean_tile_speedup"} <= set(sim)
+    assert rep["config"]["direction"] == ("fwd+bwd" if "--backprop" in extra else "fwd")
+
+
+def test_profile_table_output_and_bad_args(capsys):
+    assert profile.main(ARGS + ["--q-tile", "4", "4", "--kv-tile", "4", "2"],
+                        attention_fn=masked_dense_standin) == 0
+    text = capsys.readouterr().out
+    assert "median" in text and "simulator bounds (Q [4, 4] / KV [4, 2])" in text
+    assert profile.main(["-i", "8", "-w", "9"], attention_fn=masked_dense_standin) == 2
+    assert "exceeds" in capsys.readouterr().err
+
+
+def test_profile_reports_a_failing_backend(capsys):
+    def broken(*a, **k):
+        raise ValueError("backend='sm90' cannot serve this fwd call: no CUDA device")
+    assert profile.main(ARGS + ["--json"], attention_fn=broken) == 1
+    rep = json.loads(capsys.readouterr().out)
+    assert "cannot serve" in rep["gna"]["error"]
+
+
+@needs_attention
+def test_profile_cli_subprocess_reference_backend():
+    cmd = [sys.executable, "-m", "jax_gna.profile", *ARGS, "--backend", "reference",
+           "--dtype", "fp32", "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=REPO,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rep = json.loads(out.stdout)
+    assert rep["gna"]["median_ms"] > 0, rep["gna"]
+    assert "reference" in rep["backends_available"]
+
+
+@needs_attention
+def test_measure_reference_backend_backprop_in_process():
+    cfg = profile.ProfileConfig.create((16,), 5, 2, heads=2, head_dim=8, dtype="fp32",
+                                       backprop=True)
+    m = profile.measure(cfg, "reference", warmup=1, repeats=2, input_sets=2)
+    assert m["median_ms"] > 0 and m["tflops"] > 0
+
+
+# ----------------------------------------------------------------------------------------
+# The benchmark suite runner
+# ----------------------------------------------------------------------------------------
+
+
+@needs_attention
+def test_benchmark_suite_tiny(tmp_path):
+    cmd = [sys.executable, str(REPO / "benchmarks" / "run.py"), "--tiny", "--cases",
+           "seq32k", "--directions", "fwd", "--backends", "reference", "xla-dense",
+           "--warmup", "1", "--repeats", "1", "--input-sets", "1", "--out", str(tmp_path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=tmp_path,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1].startswith("| seq32k | 64 ")   # table last
+    res = json.loads((tmp_path / "results.json").read_text())
+    gna = [r for r in res["rows"] if r["backend"] == "reference"]
+    assert len(gna) == 3 and all(r["median_ms"] for r in gna)
+    assert all(r["worst_tile_bound"] >= 1 and r["speedup_vs_dense"] for r in gna)
+    assert (tmp_path / "results.md").read_text().count("| reference |") == 3
+    assert (tmp_path / "speedups.png").stat().st_size > 1000
