@@ -66,8 +66,28 @@ def attention(query, key, value, kernel_size, stride=1, dilation=1, is_causal=Fa
         additional_values = jnp.zeros((b, 0, hkv, value.shape[-1]), value.dtype)
     if backend is not None and backend != backends.REFERENCE:
         _check_requested_kernel(config, query, key, value, additional_keys)
-    out, lse = _gna(query, key, value, additional_keys, additional_values, config)
+    operands = _match_varying_axes(query, key, value, additional_keys, additional_values)
+    out, lse = _gna(*operands, config)
     return (out, lse) if return_lse else out
+
+
+def _match_varying_axes(*xs):
+    """Inside ``shard_map`` (check_vma), make every operand vary over the union of the
+    operands' manual axes (what jax does for its own primitives), so results and gradients
+    are typed correctly; the transpose of this cast sums the gradients of replicated
+    operands (e.g. extra tokens) over those axes."""
+    from jax_gna.primitives import _varying_axes
+    union = frozenset().union(*(_varying_axes(jax.typeof(x)) for x in xs))
+    if not union:
+        return xs
+    out = []
+    for x in xs:
+        missing = tuple(a for a in union if a not in _varying_axes(jax.typeof(x)))
+        if missing:
+            x = (jax.lax.pcast(x, missing, to="varying") if hasattr(jax.lax, "pcast")
+                 else jax.lax.pvary(x, missing))
+        out.append(x)
+    return tuple(out)
 
 
 def _check_requested_kernel(config, query, key, value, extra):

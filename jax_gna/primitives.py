@@ -55,16 +55,52 @@ gna_bwd_platform_p = _new_primitive("gna_bwd_platform")
 # ----------------------------------------------------------------------------------------
 
 
+def _varying_axes(aval) -> frozenset:
+    """Manual mesh axes ``aval`` varies over inside ``shard_map`` (check_vma typing)."""
+    mat = getattr(aval, "mat", None)                      # jax >= 0.10
+    if mat is not None:
+        return frozenset(mat.varying)
+    return frozenset(getattr(aval, "vma", frozenset()))   # older jax
+
+
+def _result(avals, like, shape, dtype, spec=None):
+    """A result aval: shape/dtype given; mesh sharding like ``like`` (``spec`` overrides its
+    PartitionSpec; explicit-sharding meshes type results with it); varying over the union of
+    the operands' manual axes inside ``shard_map``, so results and the custom_vjp's gradients
+    keep their type (as jax's own cuDNN attention does, jax issue #36008)."""
+    from jax._src import core  # noqa: PLC0415
+    vma = frozenset().union(*(_varying_axes(a) for a in avals))
+    sharding = getattr(like, "sharding", None)
+    if sharding is None or sharding.mesh.empty:
+        if not vma:
+            return core.ShapedArray(shape, dtype)
+        sharding = next(a.sharding for a in avals if _varying_axes(a))
+        spec = jax.sharding.PartitionSpec()
+    if spec is not None:
+        sharding = sharding.update(spec=spec)
+    if not vma:
+        return core.ShapedArray(shape, dtype, sharding=sharding)
+    if hasattr(core, "ManualAxisType"):
+        return core.ShapedArray(shape, dtype, sharding=sharding,
+                                manual_axis_type=core.ManualAxisType(varying=vma))
+    return core.ShapedArray(shape, dtype, sharding=sharding, vma=vma)
+
+
 def _fwd_abstract(q, k, v, ek, ev, *, config: AttentionConfig):
-    del k, ek, ev, config
-    out = jax.core.ShapedArray(q.shape[:-1] + (v.shape[-1],), q.dtype)
-    lse = jax.core.ShapedArray(q.shape[:-1], lse_dtype(q.dtype))
+    del config
+    ins = (q, k, v, ek, ev)
+    spec = tuple(q.sharding.spec) if getattr(q, "sharding", None) is not None else None
+    out = _result(ins, q, q.shape[:-1] + (v.shape[-1],), q.dtype,
+                  None if spec is None else jax.sharding.PartitionSpec(*spec[:-1], None))
+    lse = _result(ins, q, q.shape[:-1], lse_dtype(q.dtype),
+                  None if spec is None else jax.sharding.PartitionSpec(*spec[:-1]))
     return out, lse
 
 
 def _bwd_abstract(q, k, v, ek, ev, out, lse, dout, dlse, *, config: AttentionConfig):
-    del out, lse, dout, dlse, config
-    return tuple(jax.core.ShapedArray(x.shape, x.dtype) for x in (q, k, v, ek, ev))
+    del config
+    ins = (q, k, v, ek, ev, out, lse, dout, dlse)
+    return tuple(_result(ins, x, x.shape, x.dtype) for x in (q, k, v, ek, ev))
 
 
 for _p in (gna_fwd_p, gna_fwd_platform_p):

@@ -13,6 +13,10 @@ import os
 # XLA's CPU compiler dominates the runtime of hundreds of small random configurations; the
 # backend optimisation level changes speed only, never results.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+# The sharding and context-parallel tests need 8 CPU devices (single-device tests still run on
+# the default device, unaffected).
+if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
+    os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"
 
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402

@@ -1,0 +1,318 @@
+// Mainloop of the sm90 GNA forward kernel: the TMA producer and the two WGMMA consumer
+// warpgroups.
+//
+// Producer (one thread of warpgroup 0): per work item it waits until the consumers have
+// released the Q buffer, publishes the item index in shared memory, loads the Q tile (one
+// TMA box per 64-wide head-dim panel) and then the item's KV tiles in the order the
+// consumers use them: K0, then K(j), V(j-1) for j >= 1, then the last V. Each KV tile is
+// one multi-dimensional TMA box straight out of [B, S0, S1, S2, H, D] (no permutation
+// pass); extra tokens come from a second pair of tensor maps. K and V have their own
+// PipelineTmaAsync so QK^T can start as soon as K lands.
+//
+// Consumers (warpgroups 1, 2; 64 query rows each of the 128-row Q tile): FA3-style
+// schedule. Per KV tile j >= 1, under the warpgroup scheduler barrier, issue S(j) = Q K(j)^T
+// (SS GMMA) and O += P(j-1) V(j-1) (RS GMMA, P in registers), hand the tensor cores to the
+// other warpgroup, wait for S(j) only, mask (boundary tiles) and run the online softmax
+// while PV(j-1) still runs, then wait for PV, rescale O and convert P(j) to 16 bits. The two
+// warpgroups alternate through named barriers, so one's softmax overlaps the other's GEMMs.
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cute/arch/copy_sm90_tma.hpp>
+#include <cute/arch/copy_sm90_desc.hpp>
+#include <cutlass/arch/barrier.h>
+#include <cutlass/pipeline/sm90_pipeline.hpp>
+
+#include "epilogue.h"
+#include "kernel_traits.h"
+#include "mask.h"
+#include "scheduler.h"
+#include "softmax.h"
+#include "tile_map.h"
+
+namespace jax_gna {
+namespace sm90 {
+
+// Named barriers (CUTLASS user ids; 8 hardware ids are reserved below them).
+enum : uint32_t { kBarSchedWG0 = 0, kBarSchedWG1 = 1 };
+
+template <class Traits>
+struct Mainloop {
+  using Element = typename Traits::Element;
+  using SharedStorage = typename Traits::SharedStorage;
+  using PipelineK = typename Traits::PipelineK;
+  using PipelineV = typename Traits::PipelineV;
+  using PipeState = typename cutlass::PipelineState<Traits::kStages>;
+  static constexpr int kHeadDim = Traits::kHeadDim;
+  static constexpr int kBlockM = Traits::kBlockM;
+  static constexpr int kBlockN = Traits::kBlockN;
+  static constexpr int kPanel = Traits::kPanel;
+  static constexpr int kPanels = Traits::kPanels;
+
+  // ---------------------------------------------------------------------------------------
+  // Producer
+  // ---------------------------------------------------------------------------------------
+
+  // The work item travels with the Q barrier: the producer stores it before its arrive on
+  // q_full (release), the consumers load it after their wait (acquire). The CUTLASS barrier
+  // asm has no memory clobber, so compiler fences keep the plain accesses on the right side.
+  __device__ __forceinline__ static void store_work(SharedStorage& ss, int w) {
+    *reinterpret_cast<volatile int*>(&ss.work) = w;
+    asm volatile("" ::: "memory");
+  }
+  __device__ __forceinline__ static int load_work(SharedStorage& ss) {
+    asm volatile("" ::: "memory");
+    return *reinterpret_cast<volatile int*>(&ss.work);
+  }
+
+  // One KV tile (tile j of the item) into the next stage of `pipe`.
+  template <class Pipeline>
+  __device__ static void load_kv_tile(const CUtensorMap* spatial_map, const CUtensorMap* extra_map,
+                                      Pipeline& pipe, PipeState& state, Element* smem, int j,
+                                      int n_spatial, KVCursor& cur, const QTileDim (&qd)[3],
+                                      const WorkCoord& wc, const ProblemDesc& prob) {
+    constexpr uint64_t kHint = static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_LAST);
+    pipe.producer_acquire(state);  // waits for the stage, then arrive + expect_tx(bytes)
+    uint64_t* bar = reinterpret_cast<uint64_t*>(pipe.producer_get_barrier(state));
+    Element* dst = smem + state.index() * (kBlockN * kHeadDim);
+    const int c0 = wc.hkv * kHeadDim;
+    if (j < n_spatial) {
+      const int x2 = token_coord(prob.dim[2], qd[2].group, cur.n[2] * prob.dim[2].kv_tile);
+      const int x1 = token_coord(prob.dim[1], qd[1].group, cur.n[1] * prob.dim[1].kv_tile);
+      const int x0 = token_coord(prob.dim[0], qd[0].group, cur.n[0] * prob.dim[0].kv_tile);
+#pragma unroll
+      for (int pnl = 0; pnl < kPanels; ++pnl) {
+        cute::SM90_TMA_LOAD_5D::copy(spatial_map, bar, kHint, dst + pnl * (kBlockN * kPanel),
+                                     c0 + pnl * kPanel, x2, x1, x0, wc.b);
+      }
+      kv_cursor_next(cur, qd);
+    } else {
+      const int e0 = (j - n_spatial) * kBlockN;
+#pragma unroll
+      for (int pnl = 0; pnl < kPanels; ++pnl) {
+        cute::SM90_TMA_LOAD_3D::copy(extra_map, bar, kHint, dst + pnl * (kBlockN * kPanel),
+                                     c0 + pnl * kPanel, e0, wc.b);
+      }
+    }
+    ++state;
+  }
+
+  // Run by exactly one thread of the producer warpgroup.
+  __device__ static void produce(const KernelParams& p, SharedStorage& ss, PipelineK& pipe_k,
+                                 PipelineV& pipe_v) {
+    using Barrier = cutlass::arch::ClusterBarrier;
+    using TxBarrier = cutlass::arch::ClusterTransactionBarrier;
+    constexpr uint64_t kHintQ = static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_FIRST);
+    const ProblemDesc& prob = p.prob;
+    PipeState st_k = cutlass::make_producer_start_state<PipelineK>();
+    PipeState st_v = cutlass::make_producer_start_state<PipelineV>();
+    const SchedulerParams sched{prob.total_work, p.counter};
+    const int grid = static_cast<int>(gridDim.x);
+    uint32_t item = 0;
+    int w = scheduler_first(static_cast<int>(blockIdx.x));
+    while (w < prob.total_work) {
+      const int w_next = scheduler_next(sched, w, grid, DeviceFetchAdd{});
+      const WorkCoord wc = decode_work(prob, w);
+      QTileDim qd[3];
+#pragma unroll
+      for (int i = 0; i < 3; ++i) qd[i] = q_tile_dim(prob.dim[i], wc.t[i]);
+
+      // Q tile (and the item index) once the consumers are done with the previous Q.
+      Barrier::wait(&ss.q_empty, (item & 1) ^ 1);
+      store_work(ss, w);
+      TxBarrier::arrive_and_expect_tx(&ss.q_full, Traits::kQBytes);
+      {
+        const int x2 = token_coord(prob.dim[2], qd[2].group, qd[2].q0);
+        const int x1 = token_coord(prob.dim[1], qd[1].group, qd[1].q0);
+        const int x0 = token_coord(prob.dim[0], qd[0].group, qd[0].q0);
+#pragma unroll
+        for (int pnl = 0; pnl < kPanels; ++pnl) {
+          cute::SM90_TMA_LOAD_5D::copy(&p.tma_q, &ss.q_full, kHintQ, ss.q + pnl * (kBlockM * kPanel),
+                                       wc.hq * kHeadDim + pnl * kPanel, x2, x1, x0, wc.b);
+        }
+      }
+
+      // KV tiles: K0, (K j, V j-1) for j >= 1, V last.
+      const int n_spatial = num_spatial_kv_tiles(qd);
+      const int n_total = n_spatial + prob.num_extra_tiles;
+      KVCursor cur_k = kv_cursor_begin(qd);
+      KVCursor cur_v = cur_k;
+      load_kv_tile(&p.tma_k, &p.tma_ek, pipe_k, st_k, ss.k, 0, n_spatial, cur_k, qd, wc, prob);
+      for (int j = 1; j < n_total; ++j) {
+        load_kv_tile(&p.tma_k, &p.tma_ek, pipe_k, st_k, ss.k, j, n_spatial, cur_k, qd, wc, prob);
+        load_kv_tile(&p.tma_v, &p.tma_ev, pipe_v, st_v, ss.v, j - 1, n_spatial, cur_v, qd, wc, prob);
+      }
+      load_kv_tile(&p.tma_v, &p.tma_ev, pipe_v, st_v, ss.v, n_total - 1, n_spatial, cur_v, qd, wc,
+                   prob);
+      ++item;
+      w = w_next;
+    }
+    // No more work: hand the consumers the end marker through the Q barrier.
+    Barrier::wait(&ss.q_empty, (item & 1) ^ 1);
+    store_work(ss, -1);
+    Barrier::arrive(&ss.q_full);
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Consumers
+  // ---------------------------------------------------------------------------------------
+
+  // Issue (not wait for) one warpgroup GEMM over the whole K extent; zero_init overwrites C.
+  template <bool kZeroInit, class TiledMma, class TA, class TB, class TC>
+  __device__ __forceinline__ static void gemm_issue(TiledMma& mma, TA& a, const TB& b, TC& c) {
+    constexpr bool kIsRS =
+        !cute::is_base_of<cute::GMMA::DescriptorIterator, typename TiledMma::FrgTypeA>::value;
+    if constexpr (kIsRS) cute::warpgroup_fence_operand(a);
+    cute::warpgroup_fence_operand(c);
+    cute::warpgroup_arrive();
+    if constexpr (kZeroInit) mma.accumulate_ = cute::GMMA::ScaleOut::Zero;
+#pragma unroll
+    for (int kb = 0; kb < cute::size<2>(a); ++kb) {
+      cute::gemm(mma, a(cute::_, cute::_, kb), b(cute::_, cute::_, kb), c);
+      mma.accumulate_ = cute::GMMA::ScaleOut::One;
+    }
+    cute::warpgroup_commit_batch();
+    cute::warpgroup_fence_operand(c);
+    if constexpr (kIsRS) cute::warpgroup_fence_operand(a);
+  }
+
+  // P (fp32 probabilities in the S fragment) -> 16-bit A operand of the PV GEMM. S element i
+  // and P element i are the same (row, column): both fragments enumerate (pair, row half,
+  // 8-column block) with strides (1, 2, 4).
+  template <class FragS, class FragP>
+  __device__ __forceinline__ static void convert_p(const FragS& s, FragP& p) {
+    constexpr int kSize = decltype(cute::size(s))::value;
+    static_assert(kSize == decltype(cute::size(p))::value, "P/S fragment mismatch");
+    uint32_t* out = reinterpret_cast<uint32_t*>(p.data());
+#pragma unroll
+    for (int i = 0; i < kSize; i += 2) out[i / 2] = pack2<Element>(s(i), s(i + 1));
+  }
+
+  // Run by every thread of consumer warpgroup `wg` (0 or 1); tid: thread index in the group.
+  __device__ static void consume(const KernelParams& p, SharedStorage& ss, PipelineK& pipe_k,
+                                 PipelineV& pipe_v, int wg, int tid) {
+    using namespace cute;
+    using Barrier = cutlass::arch::ClusterBarrier;
+    using NamedBarrier = cutlass::arch::NamedBarrier;
+    const ProblemDesc& prob = p.prob;
+
+    typename Traits::TiledMmaQK mma_qk;
+    typename Traits::TiledMmaPV mma_pv;
+    auto thr_qk = mma_qk.get_thread_slice(tid);
+    auto thr_pv = mma_pv.get_thread_slice(tid);
+
+    Tensor sQ = make_tensor(make_smem_ptr(ss.q), typename Traits::SmemLayoutQ{});
+    Tensor sK = make_tensor(make_smem_ptr(ss.k), typename Traits::SmemLayoutK{});
+    Tensor sVt = make_tensor(make_smem_ptr(ss.v), typename Traits::SmemLayoutVt{});
+    Tensor sQw = local_tile(sQ, Shape<_64, Int<kHeadDim>>{}, make_coord(wg, _0{}));
+
+    Tensor tSrQ = thr_qk.make_fragment_A(thr_qk.partition_A(sQw));  // (MMA, 1, D/16)
+    Tensor tSrK = thr_qk.make_fragment_B(thr_qk.partition_B(sK));   // (MMA, 1, D/16, PIPE)
+    Tensor tOrV = thr_pv.make_fragment_B(thr_pv.partition_B(sVt));  // (MMA, 1, N/16, PIPE)
+    Tensor tSrS = partition_fragment_C(mma_qk, Shape<_64, Int<kBlockN>>{});
+    Tensor tOrO = partition_fragment_C(mma_pv, Shape<_64, Int<kHeadDim>>{});
+    Tensor tOrP = make_tensor<Element>(partition_shape_A(mma_pv, Shape<_64, Int<kBlockN>>{}));
+
+    const int lane = tid % 32;
+    const int quad = lane % 4;
+    const int row0 = wg * 64 + (tid / 32) * 16 + lane / 4;  // the thread's rows: row0, row0 + 8
+    constexpr int kMmaThreads = Traits::kNumMmaThreads;
+    int* rows_col = ss.row_windows + wg * 128 + tid;  // this thread's row-window column
+
+    OnlineSoftmax softmax(p.scale_log2);
+    PipeState st_k, st_v;  // consumer start state: stage 0, phase 0
+    uint32_t item = 0;
+    const uint32_t bar_mine = wg == 0 ? kBarSchedWG0 : kBarSchedWG1;
+    const uint32_t bar_other = wg == 0 ? kBarSchedWG1 : kBarSchedWG0;
+    constexpr uint32_t kSchedThreads = Traits::kNumMmaThreads;
+    // Warpgroup 0 issues first.
+    if (wg == 1) NamedBarrier::arrive(kSchedThreads, kBarSchedWG0);
+
+    while (true) {
+      Barrier::wait(&ss.q_full, item & 1);
+      const int w = __shfl_sync(0xffffffffu, load_work(ss), 0);  // warp-uniform
+      if (w < 0) break;
+      const WorkCoord wc = decode_work(prob, w);
+      QTileDim qd[3];
+#pragma unroll
+      for (int i = 0; i < 3; ++i) qd[i] = q_tile_dim(prob.dim[i], wc.t[i]);
+      store_row_window(rows_col, kMmaThreads, 0, row_window(prob, qd, row0));
+      store_row_window(rows_col, kMmaThreads, 1, row_window(prob, qd, row0 + 8));
+      const int n_spatial = num_spatial_kv_tiles(qd);
+      const int n_total = n_spatial + prob.num_extra_tiles;
+      KVCursor cur = kv_cursor_begin(qd);
+
+      // Mask of tile j (uniform branch: interior tiles skip it); advances the cursor.
+      auto mask_tile = [&](int j) {
+        if (j < n_spatial) {
+          if (!kv_interior(prob, qd, cur)) {
+            mask_spatial_tile(tSrS, prob, ss.mask_table, rows_col, kMmaThreads, quad, cur);
+          }
+          kv_cursor_next(cur, qd);
+        } else {
+          const int e0 = (j - n_spatial) * kBlockN;
+          if (e0 + kBlockN > prob.num_extra) mask_extra_tile(tSrS, prob, quad, e0);
+        }
+      };
+
+      softmax.reset();
+      clear(tOrO);
+      float rescale[2];
+
+      // ---- KV tile 0: S = Q K0^T, softmax.
+      pipe_k.consumer_wait(st_k);
+      NamedBarrier::sync(kSchedThreads, bar_mine);
+      gemm_issue<true>(mma_qk, tSrQ, tSrK(_, _, _, st_k.index()), tSrS);
+      NamedBarrier::arrive(kSchedThreads, bar_other);
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tSrS);
+      pipe_k.consumer_release(st_k);
+      ++st_k;
+      if (n_total == 1) Barrier::arrive(&ss.q_empty);  // last use of Q
+      mask_tile(0);
+      softmax.step(tSrS, rescale);
+      convert_p(tSrS, tOrP);
+
+      // ---- KV tiles 1 .. n-1: S(j) and PV(j-1) overlapped with the softmax of S(j).
+      for (int j = 1; j < n_total; ++j) {
+        pipe_k.consumer_wait(st_k);
+        pipe_v.consumer_wait(st_v);
+        NamedBarrier::sync(kSchedThreads, bar_mine);
+        gemm_issue<true>(mma_qk, tSrQ, tSrK(_, _, _, st_k.index()), tSrS);
+        gemm_issue<false>(mma_pv, tOrP, tOrV(_, _, _, st_v.index()), tOrO);
+        NamedBarrier::arrive(kSchedThreads, bar_other);
+        warpgroup_wait<1>();  // S(j) is done (GMMA batches complete in order)
+        warpgroup_fence_operand(tSrS);
+        pipe_k.consumer_release(st_k);
+        ++st_k;
+        if (j == n_total - 1) Barrier::arrive(&ss.q_empty);  // last use of Q
+        mask_tile(j);
+        softmax.step(tSrS, rescale);
+        warpgroup_wait<0>();  // PV(j-1) is done: V stage and P registers are free
+        warpgroup_fence_operand(tOrO);
+        pipe_v.consumer_release(st_v);
+        ++st_v;
+        rescale_rows(tOrO, rescale);
+        convert_p(tSrS, tOrP);
+      }
+
+      // ---- Last PV.
+      pipe_v.consumer_wait(st_v);
+      gemm_issue<false>(mma_pv, tOrP, tOrV(_, _, _, st_v.index()), tOrO);
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tOrO);
+      pipe_v.consumer_release(st_v);
+      ++st_v;
+
+      // ---- Epilogue: normalise, write O and LSE.
+      float inv[2], lse[2];
+      softmax.finish(p.scale, inv, lse);
+      rescale_rows(tOrO, inv);
+      store_output<Element>(p, wc, qd, row0, quad, tOrO, lse);
+      ++item;
+    }
+  }
+};
+
+}  // namespace sm90
+}  // namespace jax_gna

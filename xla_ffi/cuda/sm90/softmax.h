@@ -1,0 +1,101 @@
+// Online softmax of the sm90 GNA forward kernel on GMMA accumulator fragments.
+//
+// A consumer thread holds two rows (row halves h = 0, 1) of its warpgroup's 64 x N score
+// tile: fragment element i belongs to row half (i >> 1) & 1 (SM90 GMMA C layout
+// ((2, 2, N/8)) : ((1, 2, 4))), and the four threads of a quad share the rows. Scores arrive
+// unscaled; masked scores are -inf. Exponentials are base 2 with the scale folded in
+// (one FFMA + one MUFU.EX2 per element); the row maxima stay in score units.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+#include <cute/tensor.hpp>
+
+namespace jax_gna {
+namespace sm90 {
+
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+
+__device__ __forceinline__ float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+struct OnlineSoftmax {
+  float row_max[2];  // running maxima of the raw scores (-inf: nothing seen yet)
+  float row_sum[2];  // this thread's partial sums of exp2(score * scale_log2 - max_scaled)
+  float scale_log2;
+
+  __device__ __forceinline__ explicit OnlineSoftmax(float sl2) : scale_log2(sl2) {
+    row_max[0] = row_max[1] = -INFINITY;
+    row_sum[0] = row_sum[1] = 0.f;
+  }
+
+  __device__ __forceinline__ void reset() {
+    row_max[0] = row_max[1] = -INFINITY;
+    row_sum[0] = row_sum[1] = 0.f;
+  }
+
+  // Scores -> probabilities in place; returns the factors by which the running output and
+  // sums must be rescaled (row_sum is rescaled here, the output by the caller).
+  template <class Frag>
+  __device__ __forceinline__ void step(Frag& s, float (&rescale)[2]) {
+    constexpr int kSize = decltype(cute::size(s))::value;
+    float mx[2] = {row_max[0], row_max[1]};
+#pragma unroll
+    for (int i = 0; i < kSize; ++i) mx[(i >> 1) & 1] = fmaxf(mx[(i >> 1) & 1], s(i));
+    float neg_ms[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      mx[h] = quad_max(mx[h]);
+      // A row with nothing visible so far keeps max -inf: use 0 so exp2 gives 0, not NaN.
+      const float ms = mx[h] == -INFINITY ? 0.f : mx[h] * scale_log2;
+      rescale[h] = fast_exp2(row_max[h] * scale_log2 - ms);  // old max -inf -> 0
+      neg_ms[h] = -ms;
+      row_max[h] = mx[h];
+    }
+    float sum[2] = {0.f, 0.f};
+#pragma unroll
+    for (int i = 0; i < kSize; ++i) {
+      const int h = (i >> 1) & 1;
+      const float p = fast_exp2(fmaf(s(i), scale_log2, neg_ms[h]));
+      s(i) = p;
+      sum[h] += p;
+    }
+    row_sum[0] = row_sum[0] * rescale[0] + sum[0];
+    row_sum[1] = row_sum[1] * rescale[1] + sum[1];
+  }
+
+  // Ends the row: quad-reduces the sums; returns 1/sum per row half (0 for an empty row)
+  // and the natural-log LSE (max * scale + ln(sum); -inf for an empty row).
+  __device__ __forceinline__ void finish(float scale, float (&inv)[2], float (&lse)[2]) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float sum = quad_sum(row_sum[h]);
+      const bool empty = !(sum > 0.f);
+      inv[h] = empty ? 0.f : 1.f / sum;
+      lse[h] = empty ? -INFINITY : row_max[h] * scale + logf(sum);
+    }
+  }
+};
+
+template <class Frag>
+__device__ __forceinline__ void rescale_rows(Frag& o, const float (&f)[2]) {
+  constexpr int kSize = decltype(cute::size(o))::value;
+#pragma unroll
+  for (int i = 0; i < kSize; ++i) o(i) *= f[(i >> 1) & 1];
+}
+
+}  // namespace sm90
+}  // namespace jax_gna

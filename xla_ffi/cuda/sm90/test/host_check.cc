@@ -1,0 +1,408 @@
+// Host-side check of the sm90 forward kernel's index math (no GPU, plain g++):
+//
+//   g++ -std=c++17 -O2 -I xla_ffi/include -I xla_ffi/cuda/sm90
+//       xla_ffi/cuda/sm90/test/host_check.cc -o /tmp/sm90_host_check && /tmp/sm90_host_check
+//
+// For random GNA problems (rank 1-3, odd/even kernels, strides, dilations that do and do not
+// divide L, causal dims, extra tokens, every power-of-two tile shape) it runs the kernel's
+// own tile map / mask / scheduler code (tile_map.h, scheduler.h, support.h) and checks it
+// against a brute force written from GNA_SPEC.md:
+//  - the scheduler (static and dynamic) hands out every work item exactly once;
+//  - decode_work is a bijection onto (batch, head, Q tile), with hkv = hq / (Hq / Hkv);
+//  - Q-tile rows cover every query exactly once; a row is valid exactly when TMA would not
+//    zero-fill it (all coordinates in bounds), for Q and for KV boxes (dilation folding);
+//  - per query, the keys the kernel admits (interior tiles: all; boundary tiles: the mask
+//    table words in the GMMA fragment layout) are exactly the spec's neighbourhood, each
+//    once; interior tiles really are fully visible; the visited-tile count is
+//    q_tile_kv_tiles' product;
+//  - extra-token masks admit exactly the tokens < E;
+//  - admission refuses what the kernel cannot serve.
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "scheduler.h"
+#include "support.h"
+#include "tile_map.h"
+
+using namespace jax_gna;
+using namespace jax_gna::sm90;
+
+static int g_failures = 0;
+#define CHECK(cond, ...)                                   \
+  do {                                                     \
+    if (!(cond)) {                                         \
+      if (g_failures < 20) {                               \
+        std::printf("FAIL %s:%d: ", __FILE__, __LINE__);   \
+        std::printf(__VA_ARGS__);                          \
+        std::printf("\n");                                 \
+      }                                                    \
+      ++g_failures;                                        \
+    }                                                      \
+  } while (0)
+
+// GNA_SPEC.md, written out again independently of window.h.
+struct SpecWin {
+  int first, step, count;  // keys first + step * t, t < count
+};
+static SpecWin spec_window(int i, int L, int k, int s, int d, bool causal) {
+  const int wl = k / 2;
+  const int g = i % d, ii = i / d;
+  const int lg = L / d + (g < L % d ? 1 : 0);
+  int start, end;
+  if (!causal) {
+    int leader = (ii / s) * s + s / 2;
+    if (leader > lg - 1) leader = lg - 1;
+    start = leader - wl;
+    if (start > lg - k) start = lg - k;
+    if (start < 0) start = 0;
+    end = start + k;
+  } else {
+    int leader = (ii / s) * s + s - 1;
+    if (leader > lg - 1) leader = lg - 1;
+    start = leader - k + 1;
+    if (start < 0) start = 0;
+    end = ii + 1;
+  }
+  return {g + d * start, d, end - start};
+}
+
+static bool spec_sees(int i, int j, int L, int k, int s, int d, bool causal) {
+  const SpecWin w = spec_window(i, L, k, s, d, causal);
+  if ((j - w.first) % w.step != 0 || j < w.first) return false;
+  return (j - w.first) / w.step < w.count;
+}
+
+struct Problem {
+  int rank;
+  DimParams dims[3];
+  int q[3], kv[3];
+  int batch, hq, hkv, extra;
+  int head_dim, block_n;
+};
+
+static FwdParams make_params(const Problem& pr) {
+  FwdParams fp;
+  fp.shape.batch = pr.batch;
+  fp.shape.heads_q = pr.hq;
+  fp.shape.heads_kv = pr.hkv;
+  fp.shape.head_dim = pr.head_dim;
+  fp.shape.head_dim_v = pr.head_dim;
+  for (int i = 0; i < 3; ++i) fp.shape.dims[i] = pr.dims[i];
+  fp.shape.num_extra = pr.extra;
+  for (int i = 0; i < 3; ++i) {
+    fp.tiles.q[i] = pr.q[i];
+    fp.tiles.kv[i] = pr.kv[i];
+  }
+  fp.dtype = DType::kBFloat16;
+  fp.scale = 0.125f;
+  alignas(16) static char dummy[64];
+  fp.q = fp.k = fp.v = fp.extra_k = fp.extra_v = dummy;
+  fp.out = dummy;
+  fp.lse = reinterpret_cast<float*>(dummy);
+  auto dense = [&](int heads) {
+    TokenStrides st;
+    st.head = pr.head_dim;
+    st.spatial[2] = int64_t(heads) * pr.head_dim;
+    st.spatial[1] = st.spatial[2] * pr.dims[2].length;
+    st.spatial[0] = st.spatial[1] * pr.dims[1].length;
+    st.batch = st.spatial[0] * pr.dims[0].length;
+    return st;
+  };
+  fp.q_strides = fp.out_strides = dense(pr.hq);
+  fp.k_strides = fp.v_strides = dense(pr.hkv);
+  fp.extra_k_strides.head = fp.extra_v_strides.head = pr.head_dim;
+  fp.extra_k_strides.token = fp.extra_v_strides.token = int64_t(pr.hkv) * pr.head_dim;
+  fp.extra_k_strides.batch = fp.extra_v_strides.batch = int64_t(pr.extra) * pr.hkv * pr.head_dim;
+  TokenStrides ls;
+  ls.head = 1;
+  ls.spatial[2] = pr.hq;
+  ls.spatial[1] = ls.spatial[2] * pr.dims[2].length;
+  ls.spatial[0] = ls.spatial[1] * pr.dims[1].length;
+  ls.batch = ls.spatial[0] * pr.dims[0].length;
+  fp.lse_strides = ls;
+  fp.num_sms = 132;
+  return fp;
+}
+
+// Random power-of-two split of 2^total over the dims that are real (padded dims get 1).
+static void random_tile(std::mt19937& rng, int rank, int log_total, int* t) {
+  for (int i = 0; i < 3; ++i) t[i] = 1;
+  const int first = 3 - rank;
+  for (int b = 0; b < log_total; ++b) {
+    const int i = first + static_cast<int>(rng() % rank);
+    t[i] *= 2;
+  }
+}
+
+static void check_scheduler(int total, int grid) {
+  for (int dynamic = 0; dynamic < 2; ++dynamic) {
+    int counter = 0;
+    SchedulerParams sp{total, dynamic ? &counter : nullptr};
+    auto fetch_add = [](int* c) { return (*c)++; };
+    std::vector<int> seen(total, 0);
+    // Round-robin over CTAs in lockstep (any interleaving gives the same set for dynamic).
+    std::vector<int> cur(grid);
+    for (int b = 0; b < grid; ++b) cur[b] = scheduler_first(b);
+    bool any = true;
+    while (any) {
+      any = false;
+      for (int b = 0; b < grid; ++b) {
+        if (cur[b] >= total) continue;
+        any = true;
+        ++seen[cur[b]];
+        cur[b] = scheduler_next(sp, cur[b], grid, fetch_add);
+      }
+    }
+    for (int w = 0; w < total; ++w) CHECK(seen[w] == 1, "scheduler item %d seen %d times", w, seen[w]);
+  }
+}
+
+static void check_problem(const Problem& pr) {
+  const FwdParams fp = make_params(pr);
+  ProblemDesc p;
+  std::string why;
+  const bool ok = admit_fwd(fp, pr.head_dim, pr.block_n, &p, &why);
+  CHECK(ok, "admission refused: %s", why.c_str());
+  if (!ok) return;
+  const int N = pr.block_n;
+  CHECK(p.tab_entries <= 4 * (N + 5), "mask table too large: %d", p.tab_entries);
+  std::vector<uint32_t> table(p.tab_entries);
+  for (int i = 0; i < p.tab_entries; ++i) table[i] = mask_table_entry(p, i);
+
+  const int grid = 1 + static_cast<int>(p.total_work % 7);
+  check_scheduler(p.total_work, grid);
+
+  // decode_work bijection.
+  {
+    std::set<std::vector<int>> seen;
+    for (int w = 0; w < p.total_work; ++w) {
+      const WorkCoord c = decode_work(p, w);
+      CHECK(c.hkv == c.hq / p.q_per_kv, "hkv %d for hq %d", c.hkv, c.hq);
+      CHECK(c.b >= 0 && c.b < p.batch && c.hq >= 0 && c.hq < p.heads_q, "decode range");
+      seen.insert({c.b, c.hq, c.t[0], c.t[1], c.t[2]});
+    }
+    CHECK(static_cast<int>(seen.size()) == p.total_work, "decode_work not injective");
+  }
+
+  const int L[3] = {pr.dims[0].length, pr.dims[1].length, pr.dims[2].length};
+  // Q tile count per dim: sum over dilation groups of ceil(group length / tile).
+  for (int i = 0; i < 3; ++i) {
+    int n = 0;
+    for (int g = 0; g < pr.dims[i].dilation; ++g) {
+      int lg = 0;
+      for (int x = g; x < L[i]; x += pr.dims[i].dilation) ++lg;
+      n += (lg + pr.q[i] - 1) / pr.q[i];
+    }
+    CHECK(n == p.dim[i].q_tiling.num_tiles, "dim %d: %d Q tiles, expected %d", i,
+          p.dim[i].q_tiling.num_tiles, n);
+  }
+  const int ntok = L[0] * L[1] * L[2];
+  std::vector<int> q_cover(ntok, 0);
+  // Per (query, key) admitted count, over all Q tiles of one (b, h).
+  std::vector<std::vector<int>> admitted(ntok);
+  for (int t0 = 0; t0 < p.dim[0].q_tiling.num_tiles; ++t0)
+    for (int t1 = 0; t1 < p.dim[1].q_tiling.num_tiles; ++t1)
+      for (int t2 = 0; t2 < p.dim[2].q_tiling.num_tiles; ++t2) {
+        const int tt[3] = {t0, t1, t2};
+        QTileDim qd[3];
+        for (int i = 0; i < 3; ++i) qd[i] = q_tile_dim(p.dim[i], tt[i]);
+        // Rows: validity == TMA in-bounds; coverage.
+        RowWindow rw[128];
+        int row_tok[128];
+        int valid_rows = 0;
+        for (int r = 0; r < 128; ++r) {
+          rw[r] = row_window(p, qd, r);
+          int t[3];
+          split_row(r, p.dim[0].q_log2, p.dim[1].q_log2, p.dim[2].q_log2, t);
+          bool inb = true;
+          int x[3];
+          for (int i = 0; i < 3; ++i) {
+            x[i] = token_coord(p.dim[i], qd[i].group, qd[i].q0 + t[i]);
+            inb = inb && x[i] < L[i];
+          }
+          CHECK(inb == rw[r].valid, "row validity %d vs TMA bounds %d", rw[r].valid, inb);
+          CHECK(row_valid(p, qd, r) == rw[r].valid, "row_valid disagrees with row_window");
+          row_tok[r] = rw[r].valid ? (x[0] * L[1] + x[1]) * L[2] + x[2] : -1;
+          if (rw[r].valid) ++q_cover[row_tok[r]];
+          valid_rows += rw[r].valid;
+        }
+        CHECK(valid_rows > 0, "Q tile (%d, %d, %d) has no valid row", t0, t1, t2);
+        // KV tiles.
+        const int n_spatial = num_spatial_kv_tiles(qd);
+        int expect_tiles = 1;
+        for (int i = 0; i < 3; ++i) {
+          const Range kr = q_tile_kv_tiles(qd[i].q0, qd[i].q1, qd[i].lg, p.dim[i].kernel,
+                                           p.dim[i].stride, p.dim[i].causal != 0, p.dim[i].kv_tile);
+          expect_tiles *= kr.end - kr.begin;
+        }
+        CHECK(n_spatial == expect_tiles, "visited tiles %d vs %d", n_spatial, expect_tiles);
+        KVCursor cur = kv_cursor_begin(qd);
+        for (int j = 0; j < n_spatial; ++j) {
+          const bool interior = kv_interior(p, qd, cur);
+          int col_tok[128];
+          for (int c = 0; c < N; ++c) {
+            int u[3];
+            split_row(c, p.dim[0].kv_log2, p.dim[1].kv_log2, p.dim[2].kv_log2, u);
+            bool inb = true, ingroup = true;
+            int x[3];
+            for (int i = 0; i < 3; ++i) {
+              const int jj = cur.n[i] * p.dim[i].kv_tile + u[i];
+              x[i] = token_coord(p.dim[i], qd[i].group, jj);
+              inb = inb && x[i] < L[i];
+              ingroup = ingroup && jj < qd[i].lg;
+            }
+            CHECK(inb == ingroup, "KV TMA bounds vs group");
+            col_tok[c] = inb ? (x[0] * L[1] + x[1]) * L[2] + x[2] : -1;
+          }
+          // Kernel's admitted set, through the fragment layout: warpgroup wg, warp w, lane l.
+          for (int wg = 0; wg < 2; ++wg)
+            for (int w = 0; w < 4; ++w)
+              for (int l = 0; l < 32; ++l) {
+                const int quad = l % 4;
+                const int row0 = wg * 64 + w * 16 + l / 4;
+                uint32_t m[2];
+                for (int h = 0; h < 2; ++h)
+                  m[h] = interior ? ~0u : row_mask(p, table.data(), quad, rw[row0 + 8 * h], cur);
+                for (int h = 0; h < 2; ++h) {
+                  const int r = row0 + 8 * h;
+                  for (int k = 0; k < N / 4; ++k) {
+                    const int c = fragment_column(k, quad);
+                    const bool vis = (m[h] >> k) & 1u;
+                    if (!rw[r].valid) continue;
+                    const int qt = row_tok[r];
+                    const int kt = col_tok[c];
+                    bool expect = kt >= 0;
+                    if (expect) {
+                      int qx[3] = {qt / (L[1] * L[2]), (qt / L[2]) % L[1], qt % L[2]};
+                      int kx[3] = {kt / (L[1] * L[2]), (kt / L[2]) % L[1], kt % L[2]};
+                      for (int i = 0; i < 3; ++i)
+                        expect = expect && spec_sees(qx[i], kx[i], L[i], pr.dims[i].kernel_size,
+                                                     pr.dims[i].stride, pr.dims[i].dilation,
+                                                     pr.dims[i].causal);
+                    }
+                    if (interior) CHECK(expect, "interior tile has an invisible pair");
+                    CHECK(vis == expect, "mask mismatch: row %d col %d kernel %d spec %d", r, c,
+                          vis, expect);
+                    if (vis && kt >= 0) {
+                      if (admitted[qt].empty()) admitted[qt].assign(ntok, 0);
+                      ++admitted[qt][kt];
+                    }
+                  }
+                }
+              }
+          kv_cursor_next(cur, qd);
+        }
+      }
+  for (int t = 0; t < ntok; ++t) CHECK(q_cover[t] == 1, "query %d covered %d times", t, q_cover[t]);
+  // Every query's admitted keys == the spec neighbourhood, each exactly once.
+  for (int qt = 0; qt < ntok; ++qt) {
+    int qx[3] = {qt / (L[1] * L[2]), (qt / L[2]) % L[1], qt % L[2]};
+    for (int kt = 0; kt < ntok; ++kt) {
+      int kx[3] = {kt / (L[1] * L[2]), (kt / L[2]) % L[1], kt % L[2]};
+      bool expect = true;
+      for (int i = 0; i < 3; ++i)
+        expect = expect && spec_sees(qx[i], kx[i], L[i], pr.dims[i].kernel_size, pr.dims[i].stride,
+                                     pr.dims[i].dilation, pr.dims[i].causal);
+      const int got = admitted[qt].empty() ? 0 : admitted[qt][kt];
+      CHECK(got == (expect ? 1 : 0), "query %d key %d admitted %d times, spec %d", qt, kt, got,
+            expect);
+    }
+  }
+  // Extra tokens.
+  for (int e = 0; e < p.num_extra_tiles; ++e) {
+    const int e0 = e * N;
+    for (int quad = 0; quad < 4; ++quad) {
+      const uint32_t m = extra_mask(p, quad, e0);
+      for (int k = 0; k < N / 4; ++k) {
+        const bool vis = (m >> k) & 1u;
+        CHECK(vis == (e0 + fragment_column(k, quad) < p.num_extra), "extra mask");
+      }
+    }
+  }
+}
+
+static void check_refusals() {
+  Problem pr{};
+  pr.rank = 2;
+  pr.dims[0] = {1, 1, 1, 1, false};
+  pr.dims[1] = {32, 8, 1, 1, false};
+  pr.dims[2] = {32, 8, 1, 1, false};
+  pr.q[0] = 1; pr.q[1] = 16; pr.q[2] = 8;
+  pr.kv[0] = 1; pr.kv[1] = 16; pr.kv[2] = 8;
+  pr.batch = 1; pr.hq = 2; pr.hkv = 1; pr.extra = 0; pr.head_dim = 128; pr.block_n = 128;
+  ProblemDesc p;
+  std::string why;
+  FwdParams fp = make_params(pr);
+  CHECK(admit_fwd(fp, 128, 128, &p, &why), "baseline refused: %s", why.c_str());
+  FwdParams bad = fp;
+  bad.tiles.q[2] = 4;  // 64 tokens
+  CHECK(!admit_fwd(bad, 128, 128, &p, &why), "Q tile of 64 tokens admitted");
+  bad = fp;
+  bad.tiles.kv[1] = 8; bad.tiles.kv[2] = 16; bad.shape.dims[1].dilation = 9;
+  bad.shape.dims[1].kernel_size = 3;
+  CHECK(!admit_fwd(bad, 128, 128, &p, &why), "dilation 9 admitted");
+  bad = fp;
+  bad.shape.dims[2].dilation = 2;  // kv box 8 * 2 = 16 fine, q box 8 * 2 fine
+  bad.shape.dims[2].kernel_size = 4;
+  CHECK(admit_fwd(bad, 128, 128, &p, &why), "dilation 2 refused: %s", why.c_str());
+  bad = fp;
+  bad.q_strides.head = 256;
+  CHECK(!admit_fwd(bad, 128, 128, &p, &why), "non-contiguous heads admitted");
+  bad = fp;
+  bad.dtype = DType::kFloat32;
+  CHECK(!admit_fwd(bad, 128, 128, &p, &why), "float32 admitted");
+  bad = fp;
+  bad.shape.head_dim_v = 64;
+  CHECK(!admit_fwd(bad, 128, 128, &p, &why), "head_dim_v mismatch admitted");
+  bad = fp;
+  bad.tiles.q[1] = 128; bad.tiles.q[2] = 1;
+  bad.shape.dims[1].dilation = 4;
+  bad.shape.dims[1].kernel_size = 4;
+  CHECK(!admit_fwd(bad, 128, 128, &p, &why), "box 512 admitted");
+}
+
+int main(int argc, char** argv) {
+  const int iters = argc > 1 ? std::atoi(argv[1]) : 300;
+  std::mt19937 rng(1234);
+  check_refusals();
+  int done = 0;
+  for (int it = 0; it < iters; ++it) {
+    Problem pr{};
+    pr.rank = 1 + static_cast<int>(rng() % 3);
+    const bool hdim256 = rng() % 4 == 0;
+    pr.head_dim = hdim256 ? 256 : (rng() % 2 ? 128 : 64);
+    pr.block_n = hdim256 ? 64 : 128;
+    for (int i = 0; i < 3; ++i) pr.dims[i] = {1, 1, 1, 1, false};
+    // Keep token counts small: rank 1 up to 300, rank 2 up to ~24^2, rank 3 up to ~10^3.
+    const int max_len = pr.rank == 1 ? 300 : (pr.rank == 2 ? 24 : 10);
+    for (int i = 3 - pr.rank; i < 3; ++i) {
+      DimParams& d = pr.dims[i];
+      d.length = 2 + static_cast<int>(rng() % (max_len - 1));
+      d.dilation = 1 + (rng() % 3 == 0 ? static_cast<int>(rng() % 4) : 0);
+      while (2 * d.dilation > d.length) --d.dilation;
+      const int kmax = d.length / d.dilation;
+      d.kernel_size = 2 + static_cast<int>(rng() % (kmax - 1));
+      d.stride = 1 + (rng() % 2 ? static_cast<int>(rng() % d.kernel_size) : 0);
+      d.causal = rng() % 4 == 0;
+    }
+    random_tile(rng, pr.rank, 7, pr.q);
+    random_tile(rng, pr.rank, hdim256 ? 6 : 7, pr.kv);
+    // Respect the TMA box limit (box = tile * dilation <= 256); redraw otherwise.
+    bool fits = true;
+    for (int i = 0; i < 3; ++i)
+      fits = fits && pr.q[i] * pr.dims[i].dilation <= 256 && pr.kv[i] * pr.dims[i].dilation <= 256;
+    if (!fits) continue;
+    pr.batch = 1 + static_cast<int>(rng() % 2);
+    pr.hkv = 1 + static_cast<int>(rng() % 2);
+    pr.hq = pr.hkv * (1 + static_cast<int>(rng() % 3));
+    pr.extra = rng() % 3 == 0 ? static_cast<int>(rng() % 200) : 0;
+    check_problem(pr);
+    ++done;
+  }
+  std::printf("sm90 host check: %d random problems, %d failures\n", done, g_failures);
+  return g_failures == 0 ? 0 : 1;
+}
