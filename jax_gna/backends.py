@@ -62,6 +62,9 @@ class KernelFamily:
     head_dims: dict  # direction -> frozenset of head dims (head_dim == head_dim_v)
     # Family-specific objections (e.g. what TMA cannot express); None when it serves.
     extra_rule: Callable[[Case], str | None] | None = None
+    # Largest tile side times dilation along a dim (TMA box extent), or None: no limit
+    # beyond the handler's 256 tokens per side.
+    box_extent_limit: int | None = None
     verified_on: str = ""
 
     def unsupported_reason(self, case: Case, direction: str, arch: int | None) -> str | None:
@@ -82,21 +85,47 @@ class KernelFamily:
         if (direction, self.name, case.dtype, case.head_dim) not in compiled_kernels():
             return (f"{direction} {self.name} {case.dtype} head_dim {case.head_dim} not "
                     f"compiled in this build ({_extension_state()})")
+        if not case.config.scale > 0:
+            return f"scale {case.config.scale} must be > 0 for kernels"
+        if self.box_extent_limit is not None:
+            why = _box_feasibility(self, case, direction)
+            if why is not None:
+                return why
         if self.extra_rule is not None:
             return self.extra_rule(case)
         return None
 
+    def max_tile_sides(self, config: AttentionConfig) -> tuple[int, ...]:
+        """Largest tile side per spatial dim this family accepts for ``config``."""
+        limit = self.box_extent_limit or 256
+        return tuple(max(1, limit // d) for d in config.params.dilation)
+
+
+def _box_feasibility(family: "KernelFamily", case: Case, direction: str) -> str | None:
+    """Can power-of-two boxes of the kernel's token counts respect the side limits?"""
+    sides = family.max_tile_sides(case.config)
+    room = 1
+    for side in sides:
+        room *= 1 << (side.bit_length() - 1)     # largest power of two <= side
+    tokens = compiled_kernels().get((direction, family.name, case.dtype, case.head_dim))
+    if tokens and max(tokens) > room:
+        return (f"tile boxes of {max(tokens)} tokens cannot keep side x dilation <= "
+                f"{family.box_extent_limit} with dilation {case.config.params.dilation}")
+    return None
+
 
 def _sm90_rule(case: Case) -> str | None:
-    # Filled in with the Hopper kernel's served-configuration rule.
+    """What the Hopper forward's TMA maps cannot express (xla_ffi/cuda/sm90/support.h)."""
+    if max(case.config.params.dilation) > 8:
+        return f"dilation {case.config.params.dilation}: TMA traversal stride is at most 8"
     return None
 
 
 # The support table, in preference order.
 KERNELS: tuple[KernelFamily, ...] = (
     KernelFamily("sm90", 90, 90, frozenset({"bf16", "fp16"}),
-                 {FORWARD: frozenset({64, 128})}, extra_rule=_sm90_rule,
-                 verified_on="not yet verified"),
+                 {FORWARD: frozenset({64, 128, 256})}, extra_rule=_sm90_rule,
+                 box_extent_limit=256, verified_on="not yet verified"),
     KernelFamily("sm80", 80, None, frozenset({"bf16", "fp16"}),
                  {FORWARD: frozenset({32, 64, 128, 256}), BACKWARD: frozenset({32, 64, 128})},
                  verified_on="not yet verified"),

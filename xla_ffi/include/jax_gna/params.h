@@ -83,6 +83,13 @@ struct BwdParams {
   TokenStrides dout_strides, dq_strides, dk_strides, dv_strides;
   ExtraStrides dextra_k_strides, dextra_v_strides;
   bool deterministic = false;     // no order dependence between atomics
+  // Cotangent of the LSE output [B, *spatial, Hq] (zeros unless the caller differentiates
+  // the returned LSE): dS = P * (dP - (rowsum(dO * O) - dlse)), folded into delta.
+  const float* dlse = nullptr;
+  // fp32 workspace [2, num_extra_splits, B, E, Hkv, D]: partial dK / dV of the additional
+  // tokens, one slice per split of the Q tiles (summed in split order: deterministic).
+  float* dextra_accum = nullptr;
+  int num_extra_splits = 1;
 };
 
 }  // namespace jax_gna

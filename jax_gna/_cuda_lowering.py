@@ -1,0 +1,253 @@
+"""XLA FFI calls of the CUDA GNA kernels (``libjax_gna_cuda.so``, handlers in
+``xla_ffi/cuda/common/ffi_handlers.cu``).
+
+``lower_fwd`` / ``lower_bwd`` are lowering rules for the platform primitives
+(``jax_gna.primitives``): they pick the tile boxes, build the custom call with its
+attributes and scratch results, and return only the primitive's results (scratch buffers are
+dropped; XLA allocates them, handlers never allocate).
+
+Forward call: operands ``q, k, v, extra_k, extra_v``; results ``out, lse`` and ``workspace``
+(uint8 ``[W]``: ``W = 0`` for sm80; the sm90 kernels use 256 bytes for their dynamic
+scheduler counter). Backward call: operands ``q, k, v, extra_k, extra_v, out, lse, dout,
+dlse``; results ``dq, dk, dv, dextra_k, dextra_v`` and the fp32 workspaces ``dq_accum`` (q's
+shape; ``[0]`` in deterministic mode, where dQ is computed without atomics), ``delta`` (lse's
+shape) and ``dextra_accum`` (``[2, splits, B, E, Hkv, D]`` partial dK/dV of the additional
+tokens per split of the Q tiles; ``[0]`` without additional tokens).
+
+Attributes: ``backend`` (str), ``kernel_size``, ``stride``, ``dilation``, ``is_causal``,
+``q_tile``, ``kv_tile`` (int64 ``[rank]``), ``scale`` (f32), and ``deterministic`` (bool,
+backward).
+
+Tile boxes: ``config.q_tile`` / ``config.kv_tile`` when given and their token counts match
+the kernel instantiation of that direction (forward and backward kernels may use different
+counts, e.g. sm80 128/32 forward and 64/64 backward for head dim 128: a box given for one
+direction is not applied to the other when its count differs); otherwise the box with
+power-of-two sides ranked best by the tile simulator (``jax_gna.simulator.search``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jax_gna import backends
+from jax_gna._config import AttentionConfig
+
+__all__ = ["lower_fwd", "lower_bwd", "tile_boxes", "extra_splits", "fwd_target",
+           "bwd_target", "FWD_WORKSPACE_BYTES"]
+
+logger = logging.getLogger("jax_gna")
+
+# Forward scratch bytes per kernel family (FwdParams::workspace).
+FWD_WORKSPACE_BYTES = {"sm80": 0, "sm90": 256}
+_FWD_SYMBOL, _BWD_SYMBOL = "JaxGnaFwd", "JaxGnaBwd"
+
+
+def _target(symbol: str) -> str:
+    from jax_gna import _extension
+    for name, sym in _extension.CUDA_TARGETS.items():
+        if sym == symbol:
+            return name
+    raise RuntimeError(f"jax_gna._extension.CUDA_TARGETS has no target for {symbol}")
+
+
+def fwd_target() -> str:
+    """The XLA custom-call target name of the forward handler (``JaxGnaFwd``)."""
+    return _target(_FWD_SYMBOL)
+
+
+def bwd_target() -> str:
+    """The XLA custom-call target name of the backward handler (``JaxGnaBwd``)."""
+    return _target(_BWD_SYMBOL)
+
+
+# ----------------------------------------------------------------------------------------
+# Tile boxes
+# ----------------------------------------------------------------------------------------
+
+
+def _simple_box(tokens: int, spatial_shape: Sequence[int],
+                kernel_size: Sequence[int]) -> tuple[int, ...]:
+    """A power-of-two box of ``tokens`` tokens shaped like the neighborhood (fallback)."""
+    rank = len(spatial_shape)
+    box = [1] * rank
+    caps = [1 << max(0, (int(n) - 1).bit_length()) for n in spatial_shape]
+    left = tokens
+    while left > 1:
+        growable = [a for a in range(rank) if box[a] * 2 <= caps[a]] or list(range(rank))
+        # Grow the dim whose window is longest relative to the box (last dim on ties:
+        # contiguous memory).
+        a = max(growable, key=lambda i: (kernel_size[i] / box[i], i))
+        box[a] *= 2
+        left //= 2
+    return tuple(box)
+
+
+@functools.lru_cache(maxsize=256)
+def _best_box_pair(spatial_shape: tuple, params, q_tokens: int, kv_tokens: int,
+                   max_sides: tuple) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    try:
+        from jax_gna.simulator.search import best_tiles, default_candidates
+        fits = lambda box: all(t <= m for t, m in zip(box, max_sides))  # noqa: E731
+        candidates = [(q, kv) for q, kv in default_candidates(spatial_shape, q_tokens, kv_tokens)
+                      if fits(q) and fits(kv)]
+        ranking = best_tiles(spatial_shape, params.kernel_size, params.stride, params.dilation,
+                             params.is_causal, candidates=candidates or None,
+                             q_tokens=q_tokens, kv_tokens=kv_tokens)
+        return tuple(ranking.best.q_tile), tuple(ranking.best.kv_tile)
+    except Exception as e:  # the simulator is an optimisation here, never a requirement
+        logger.debug("jax_gna: tile search failed (%s); using the simple box rule", e)
+        return (_simple_box(q_tokens, spatial_shape, params.kernel_size),
+                _simple_box(kv_tokens, spatial_shape, params.kernel_size))
+
+
+def tile_boxes(config: AttentionConfig, kernel_name: str, case: backends.Case,
+               direction: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(Q box, KV box) for a kernel call (see the module docstring)."""
+    q_tokens, kv_tokens = backends.kernel_tiles(kernel_name, case, direction)
+    q_box = kv_box = None
+    if config.q_tile is not None and math.prod(config.q_tile) == q_tokens:
+        q_box = tuple(int(t) for t in config.q_tile)
+    if config.kv_tile is not None and math.prod(config.kv_tile) == kv_tokens:
+        kv_box = tuple(int(t) for t in config.kv_tile)
+    if direction == backends.FORWARD:
+        # The forward is what the caller tuned the boxes for: a mismatch is an error there.
+        for name, box, tokens in (("q_tile", config.q_tile, q_tokens),
+                                  ("kv_tile", config.kv_tile, kv_tokens)):
+            if box is not None and math.prod(box) != tokens:
+                raise ValueError(
+                    f"{name}={tuple(box)} has {math.prod(box)} tokens but the {kernel_name} "
+                    f"forward kernel for {case.dtype} head_dim {case.head_dim} takes "
+                    f"{tokens} tokens per tile")
+    if q_box is None or kv_box is None:
+        max_sides = backends.kernel_family(kernel_name).max_tile_sides(config)
+        best_q, best_kv = _best_box_pair(tuple(config.spatial_shape), config.params, q_tokens,
+                                         kv_tokens, max_sides)
+        q_box = q_box or best_q
+        kv_box = kv_box or best_kv
+    for name, box in (("q_tile", q_box), ("kv_tile", kv_box)):
+        if any(t < 1 or t > 256 for t in box):
+            raise ValueError(f"{name}={box}: every side must be in [1, 256]")
+    return q_box, kv_box
+
+
+# ----------------------------------------------------------------------------------------
+# Backward scratch: splits of the additional-token dK/dV
+# ----------------------------------------------------------------------------------------
+
+
+def _num_tiles_1d(length: int, dilation: int, tile: int) -> int:
+    q, r = divmod(length, dilation)
+    return r * -(-(q + 1) // tile) + (dilation - r) * -(-q // tile)
+
+
+def extra_splits(config: AttentionConfig, q_box: Sequence[int], kv_box: Sequence[int]) -> int:
+    """How many CTAs share the Q tiles of one additional-KV tile in the backward.
+
+    Each split covers about as many Q tiles as a spatial KV tile's inverse neighborhood, so
+    the extra-token CTAs (issued first) take about as long as the others.
+    """
+    p = config.params
+    total = per_kv = 1
+    for n, k, d, qt, kt in zip(config.spatial_shape, p.kernel_size, p.dilation, q_box, kv_box):
+        tiles = _num_tiles_1d(n, d, qt)
+        total *= tiles
+        per_kv *= min(tiles, -(-(k + kt - 1) // qt) + 1)
+    return int(max(1, min(1024, -(-total // max(1, per_kv)))))
+
+
+# ----------------------------------------------------------------------------------------
+# Lowering rules
+# ----------------------------------------------------------------------------------------
+
+
+def _attributes(config: AttentionConfig, kernel_name: str, q_box, kv_box) -> dict:
+    p = config.params
+    return dict(
+        backend=str(kernel_name),
+        kernel_size=np.asarray(p.kernel_size, np.int64),
+        stride=np.asarray(p.stride, np.int64),
+        dilation=np.asarray(p.dilation, np.int64),
+        is_causal=np.asarray([int(c) for c in p.is_causal], np.int64),
+        q_tile=np.asarray(q_box, np.int64),
+        kv_tile=np.asarray(kv_box, np.int64),
+        scale=np.float32(config.scale),
+    )
+
+
+def _aval(shape, dtype):
+    return jax.core.ShapedArray(tuple(int(s) for s in shape), jnp.dtype(dtype))
+
+
+def _case_from_ctx(ctx, config: AttentionConfig) -> backends.Case:
+    q, k, v, ek = ctx.avals_in[:4]
+    return backends.make_case(config, q, k, v, ek)
+
+
+def lower_fwd(ctx, q, k, v, extra_k, extra_v, *, config: AttentionConfig, kernel_name: str,
+              case: backends.Case | None = None, q_tile=None, kv_tile=None) -> list:
+    """Lower the forward platform primitive to the ``JaxGnaFwd`` custom call: [out, lse]."""
+    if case is None:
+        case = _case_from_ctx(ctx, config)
+    if q_tile is not None or kv_tile is not None:
+        config = config.replace(q_tile=q_tile if q_tile is not None else config.q_tile,
+                                kv_tile=kv_tile if kv_tile is not None else config.kv_tile)
+    q_box, kv_box = tile_boxes(config, kernel_name, case, backends.FORWARD)
+    q_aval, _, v_aval = ctx.avals_in[:3]
+    out_aval = _aval(q_aval.shape[:-1] + (v_aval.shape[-1],), q_aval.dtype)
+    lse_aval = _aval(q_aval.shape[:-1], jnp.float32)
+    ws_aval = _aval((FWD_WORKSPACE_BYTES.get(kernel_name, 0),), jnp.uint8)
+    sub_ctx = ctx.replace(avals_in=list(ctx.avals_in[:5]),
+                          avals_out=[out_aval, lse_aval, ws_aval])
+    rule = jax.ffi.ffi_lowering(fwd_target())
+    results = rule(sub_ctx, q, k, v, extra_k, extra_v,
+                   **_attributes(config, kernel_name, q_box, kv_box))
+    return list(results[:2])
+
+
+def lower_bwd(ctx, q, k, v, extra_k, extra_v, out, lse, dout, dlse=None, *,
+              config: AttentionConfig, kernel_name: str, case: backends.Case | None = None,
+              q_tile=None, kv_tile=None) -> list:
+    """Lower the backward platform primitive to the ``JaxGnaBwd`` custom call:
+    [dq, dk, dv, dextra_k, dextra_v]. ``dlse`` (the LSE cotangent, f32 like lse) may be None
+    when the primitive has none: zeros are passed."""
+    if case is None:
+        case = _case_from_ctx(ctx, config)
+    if q_tile is not None or kv_tile is not None:
+        config = config.replace(q_tile=q_tile if q_tile is not None else config.q_tile,
+                                kv_tile=kv_tile if kv_tile is not None else config.kv_tile)
+    q_box, kv_box = tile_boxes(config, kernel_name, case, backends.BACKWARD)
+    avals_in = list(ctx.avals_in[:8])
+    q_aval, k_aval, v_aval, ek_aval, ev_aval, _, lse_aval, _ = avals_in
+    if dlse is None:
+        from jax.interpreters import mlir
+        dlse_aval = _aval(lse_aval.shape, jnp.float32)
+        dlse = mlir.full_like_aval(ctx, 0.0, dlse_aval)
+    else:
+        dlse_aval = ctx.avals_in[8]
+    avals_in.append(dlse_aval)
+
+    num_extra = int(ek_aval.shape[1])
+    deterministic = bool(config.deterministic)
+    dq_accum_aval = _aval((0,) if deterministic else q_aval.shape, jnp.float32)
+    delta_aval = _aval(lse_aval.shape, jnp.float32)
+    if num_extra > 0:
+        splits = extra_splits(config, q_box, kv_box)
+        b, e, hkv, d = ek_aval.shape
+        dextra_aval = _aval((2, splits, b, e, hkv, d), jnp.float32)
+    else:
+        dextra_aval = _aval((0,), jnp.float32)
+    grads = [_aval(a.shape, a.dtype) for a in (q_aval, k_aval, v_aval, ek_aval, ev_aval)]
+    sub_ctx = ctx.replace(avals_in=avals_in,
+                          avals_out=grads + [dq_accum_aval, delta_aval, dextra_aval])
+    rule = jax.ffi.ffi_lowering(bwd_target())
+    attrs = _attributes(config, kernel_name, q_box, kv_box)
+    attrs["deterministic"] = np.bool_(deterministic)
+    results = rule(sub_ctx, q, k, v, extra_k, extra_v, out, lse, dout, dlse, **attrs)
+    return list(results[:5])

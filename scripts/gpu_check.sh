@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The one GPU script: build, GPU tests, sanitizer, benchmark; a short table last.
+#
+#   bash scripts/gpu_check.sh [all|build|smoke|suite|sanitize|large|sm90self|reference|bench|dit]...
+#
+# Runs on a CUDA machine without network access (the H200 of the device tool): wheels that
+# image lacks (nvidia-cutlass) come from .whl/; a CUDA library prebuilt elsewhere may come in
+# .carry/libjax_gna_cuda.so (it links no Python, so a build for another Python version loads),
+# else the kernels are built here. Every stage prints PASS/FAIL into the final table; logs go
+# to $OUT (or /tmp/gna_out). Exit status is non-zero if any stage failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1
+OUT="${OUT:-/tmp/gna_out}"
+mkdir -p "$OUT"
+STAGES=("$@")
+[ ${#STAGES[@]} -eq 0 ] && STAGES=(all)
+want() { for s in "${STAGES[@]}"; do [ "$s" = all ] || [ "$s" = "$1" ] && return 0; done; return 1; }
+declare -a SUMMARY
+record() { SUMMARY+=("$(printf '%-10s %-5s %6ss  %s' "$1" "$2" "$3" "$4")"); }
+run_stage() {  # name, timeout, command...; the last line of its log becomes the note
+  local name=$1 limit=$2; shift 2
+  local t0=$SECONDS
+  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  local note
+  note=$(grep -v '^\s*$' "$OUT/$name.log" | tail -1 | cut -c1-90)
+  if [ $rc -eq 0 ]; then record "$name" PASS $((SECONDS - t0)) "$note"
+  else record "$name" FAIL $((SECONDS - t0)) "rc=$rc $note"; FAILED=1; fi
+  echo "---- $name (rc=$rc) ----"; tail -25 "$OUT/$name.log"
+}
+FAILED=0
+
+# ---- environment: wheels the image lacks -------------------------------------------------
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/gna_site .whl/*.whl && export PYTHONPATH=/tmp/gna_site${PYTHONPATH:+:$PYTHONPATH}
+fi
+if [ -f .carry/libjax_gna_cuda.so ]; then
+  export JAX_GNA_CUDA_LIBRARY="$PWD/.carry/libjax_gna_cuda.so"
+fi
+
+# ---- build -------------------------------------------------------------------------------
+if want build; then
+  if [ -n "${JAX_GNA_CUDA_LIBRARY:-}" ]; then   # C++ part here, kernels prebuilt
+    run_stage build 600 env JAX_GNA_BUILD_CUDA=0 python3 -m pip install --no-build-isolation \
+      --no-deps . -q
+  else
+    run_stage build 600 env JAX_GNA_CUDA_JOBS=16 python3 -m pip install --no-build-isolation \
+      --no-deps . -q
+  fi
+  python3 - <<'EOF' | tee -a "$OUT/build.log"
+import jax, jax_gna
+from jax_gna import _extension, backends
+print("jax", jax.__version__, jax.devices()[0].device_kind, "sm", backends.cuda_arch())
+print("cpu ext:", _extension.cpu_extension_available(), "cuda lib:",
+      _extension.cuda_library_available(), _extension.load_error() or "")
+print("compiled kernels:", len(_extension.compiled_kernels()), "available:",
+      jax_gna.available_backends())
+EOF
+fi
+
+# ---- tests -------------------------------------------------------------------------------
+export JAX_GNA_REQUIRE_BACKENDS=sm80,sm90
+want smoke && run_stage smoke 400 python3 tests/gpu/test_kernels_sm80_smoke.py
+want sm90self && [ -x xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest ] && \
+  run_stage sm90self 500 xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest correct
+want suite && run_stage suite 580 env JAX_GNA_TEST_EXAMPLES="${GNA_EXAMPLES:-200}" \
+  python3 -m pytest -q -x -p no:cacheprovider tests/test_attention.py -k "sm80 or sm90"
+want large && run_stage large 400 python3 -m pytest -q -p no:cacheprovider \
+  tests/gpu/test_large_tensor.py
+if want sanitize; then
+  for tool in memcheck racecheck; do
+    run_stage "$tool" 500 compute-sanitizer --tool "$tool" --kernel-name kns=jax_gna \
+      --error-exitcode 9 python3 tests/gpu/test_kernels_sm80_smoke.py -k "${SANITIZE_CASES:-2d_mixed}"
+  done
+fi
+want reference && run_stage reference 300 python3 scripts/reference_footprint.py \
+  --shape 30 48 80 --heads 24 --head-dim 128 --window 18 24 24 --dtype bf16 --repeats 2
+
+# ---- benchmark ---------------------------------------------------------------------------
+want bench && run_stage bench 580 python3 benchmarks/run.py --subset --out "$OUT/bench"
+want dit && run_stage dit 400 python3 examples/dit_block.py
+
+echo
+echo "================ jax_gna GPU check ================"
+printf '%s\n' "${SUMMARY[@]}"
+[ -f "$OUT/bench/results.md" ] && { echo; cat "$OUT/bench/results.md"; }
+exit $FAILED

@@ -1,0 +1,142 @@
+// Host-side check of the CuTe register/shared-memory layout tricks the sm80 kernels rely on
+// (xla_ffi/cuda/sm80/mma_utils.h, kernel_traits.h), for every thread of every tiled MMA the
+// kernels instantiate. No GPU needed (CuTe layouts are host code):
+//
+//   nvcc -std=c++17 -O1 --expt-relaxed-constexpr -x cu -I xla_ffi/include -I xla_ffi/cuda \
+//       -I $CUTLASS_INCLUDE tests/cpp/sm80_layout_check.cc -o /tmp/sm80_layout && /tmp/sm80_layout
+//
+// 1. rowcol_view: element (r, c) of the (row, column) view of an accumulator is at a row
+//    that depends on r only and a column that depends on c only (softmax row statistics and
+//    the masks index rows/columns this way), and every (row, col) of the tile is owned once.
+// 2. acc_to_a_layout: reading the accumulator through it gives, at every A-fragment index,
+//    the element whose (row, col) the MMA's A partition expects at that index (P and dS are
+//    reused from registers as the A operand of the next MMA).
+// 3. Transposed shared-memory views address the same element as the original layout.
+#include <cstdio>
+#include <set>
+#include <utility>
+
+#include <cute/tensor.hpp>
+
+#include "sm80/kernel_traits.h"
+#include "sm80/mma_utils.h"
+
+using namespace cute;
+using namespace jax_gna::sm80;
+
+static int g_failures = 0;
+#define CHECK(cond, ...)                                         \
+  do {                                                           \
+    if (!(cond)) {                                               \
+      if (++g_failures <= 20) {                                  \
+        std::printf("FAIL line %d: %s: ", __LINE__, #cond);      \
+        std::printf(__VA_ARGS__);                                \
+        std::printf("\n");                                       \
+      }                                                          \
+    }                                                            \
+  } while (0)
+
+template <class TiledMma, int M, int N>
+void check_accumulator(const char* what) {
+  TiledMma mma;
+  std::set<std::pair<int, int>> owned;
+  for (int t = 0; t < int(size(mma)); ++t) {
+    auto thr = mma.get_thread_slice(t);
+    Tensor cC = thr.partition_C(make_identity_tensor(Shape<Int<M>, Int<N>>{}));
+    Tensor frag = partition_fragment_C(mma, Shape<Int<M>, Int<N>>{});
+    static_assert(decltype(size(cC))::value == decltype(size(frag))::value, "sizes");
+    // 1. (row, column) view.
+    Tensor rc = make_tensor(cC.data(), rowcol_layout(cC.layout()));
+    for (int r = 0; r < int(size<0>(rc)); ++r) {
+      for (int c = 0; c < int(size<1>(rc)); ++c) {
+        CHECK(get<0>(rc(r, c)) == get<0>(rc(r, 0)), "%s: row of (%d,%d) thread %d", what, r, c, t);
+        CHECK(get<1>(rc(r, c)) == get<1>(rc(0, c)), "%s: col of (%d,%d) thread %d", what, r, c, t);
+        owned.insert({int(get<0>(rc(r, c))), int(get<1>(rc(r, c)))});
+      }
+    }
+    // 2. accumulator reused as the A operand of an M x N (K = N) MMA.
+    Tensor idx = make_tensor<int>(frag.layout());
+    for (int i = 0; i < int(size(idx)); ++i) idx(i) = i;
+    Tensor as_a = make_tensor(idx.data(), acc_to_a_layout(idx.layout()));
+    Tensor cA = thr.partition_A(make_identity_tensor(Shape<Int<M>, Int<N>>{}));
+    CHECK(int(size(as_a)) == int(size(cA)), "%s: A size", what);
+    for (int i = 0; i < int(size(cA)); ++i) {
+      const auto want = cA(i);
+      const auto got = cC(as_a(i));
+      CHECK(get<0>(want) == get<0>(got) && get<1>(want) == get<1>(got),
+            "%s: A index %d thread %d: want (%d,%d) got (%d,%d)", what, i, t, int(get<0>(want)),
+            int(get<1>(want)), int(get<0>(got)), int(get<1>(got)));
+    }
+  }
+  CHECK(int(owned.size()) == M * N, "%s: %zu of %d elements owned", what, owned.size(), M * N);
+}
+
+// Same check of (1) only, for accumulators that are never reused as A (dK, dV, dQ, O).
+template <class TiledMma, int M, int N>
+void check_rowcol(const char* what) {
+  TiledMma mma;
+  std::set<std::pair<int, int>> owned;
+  for (int t = 0; t < int(size(mma)); ++t) {
+    Tensor cC = mma.get_thread_slice(t).partition_C(make_identity_tensor(Shape<Int<M>, Int<N>>{}));
+    Tensor rc = make_tensor(cC.data(), rowcol_layout(cC.layout()));
+    for (int r = 0; r < int(size<0>(rc)); ++r)
+      for (int c = 0; c < int(size<1>(rc)); ++c) {
+        CHECK(get<0>(rc(r, c)) == get<0>(rc(r, 0)) && get<1>(rc(r, c)) == get<1>(rc(0, c)),
+              "%s: rowcol thread %d", what, t);
+        owned.insert({int(get<0>(rc(r, c))), int(get<1>(rc(r, c)))});
+      }
+  }
+  CHECK(int(owned.size()) == M * N, "%s: %zu of %d elements owned", what, owned.size(), M * N);
+}
+
+template <class L, class Lt, int R, int C>
+void check_transposed(const char* what) {
+  L l;
+  Lt lt;
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) CHECK(l(r, c) == lt(c, r), "%s (%d,%d)", what, r, c);
+}
+
+template <class T>
+void check_fwd(const char* what) {
+  std::printf("%s: shared memory %d bytes\n", what, T::kSmemBytes);
+  check_accumulator<typename T::TiledMma, T::kBlockM, T::kBlockN>(what);
+  check_rowcol<typename T::TiledMma, T::kBlockM, T::kHeadDim>(what);
+  check_transposed<typename T::SmemLayoutKV, typename T::SmemLayoutVt, T::kBlockN, T::kHeadDim>(what);
+}
+
+template <class T>
+void check_bwd(const char* what) {
+  std::printf("%s: shared memory %d bytes\n", what, T::kSmemBytes);
+  check_rowcol<typename T::TiledMmaSdP, T::kBlockM, T::kBlockN>(what);
+  check_rowcol<typename T::TiledMmadKV, T::kBlockN, T::kHeadDim>(what);
+  check_rowcol<typename T::TiledMmadQ, T::kBlockM, T::kHeadDim>(what);
+  check_transposed<typename T::SmemLayoutQ, typename T::SmemLayoutQt, T::kBlockM, T::kHeadDim>(what);
+  check_transposed<typename T::SmemLayoutKV, typename T::SmemLayoutKt, T::kBlockN, T::kHeadDim>(what);
+  check_transposed<typename T::SmemLayoutP, typename T::SmemLayoutPt, T::kBlockM, T::kBlockN>(what);
+}
+
+template <class T>
+void check_dq(const char* what) {
+  std::printf("%s: shared memory %d bytes\n", what, T::kSmemBytes);
+  check_accumulator<typename T::TiledMma, T::kBlockM, T::kBlockN>(what);
+  check_rowcol<typename T::TiledMma, T::kBlockM, T::kHeadDim>(what);
+  check_transposed<typename T::SmemLayoutKV, typename T::SmemLayoutKt, T::kBlockN, T::kHeadDim>(what);
+}
+
+int main() {
+  using bf16 = cutlass::bfloat16_t;
+  // The instantiations of xla_ffi/cuda/sm80/{fwd,bwd}_*.cu (fp16 has the same layouts).
+  check_fwd<FwdTraits<bf16, 32, 128, 64, 4>>("fwd d32");
+  check_fwd<FwdTraits<bf16, 64, 128, 64, 4>>("fwd d64");
+  check_fwd<FwdTraits<bf16, 128, 128, 32, 4>>("fwd d128");
+  check_fwd<FwdTraits<bf16, 256, 64, 32, 4>>("fwd d256");
+  check_bwd<BwdTraits<bf16, 32, 64, 64, 4, 2, 4>>("bwd d32");
+  check_bwd<BwdTraits<bf16, 64, 64, 64, 4, 2, 4>>("bwd d64");
+  check_bwd<BwdTraits<bf16, 128, 64, 64, 8, 2, 4>>("bwd d128");
+  check_dq<DqTraits<bf16, 32, 64, 64, 4>>("dq d32");
+  check_dq<DqTraits<bf16, 64, 64, 64, 4>>("dq d64");
+  check_dq<DqTraits<bf16, 128, 64, 64, 4>>("dq d128");
+  std::printf("%s: %d failures\n", g_failures ? "FAIL" : "PASS", g_failures);
+  return g_failures ? 1 : 0;
+}
