@@ -13,7 +13,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jax_gna import _checks, backends, semantics
+from jax_gna import _checks, backends, explicit_sharding, semantics
 from jax_gna._config import AttentionConfig
 from jax_gna.primitives import gna_bwd_p, gna_fwd_p
 
@@ -66,9 +66,17 @@ def attention(query, key, value, kernel_size, stride=1, dilation=1, is_causal=Fa
         additional_values = jnp.zeros((b, 0, hkv, value.shape[-1]), value.dtype)
     if backend is not None and backend != backends.REFERENCE:
         _check_requested_kernel(config, query, key, value, additional_keys)
-    operands = _match_varying_axes(query, key, value, additional_keys, additional_values)
-    out, lse = _gna(*operands, config)
+    operands = (query, key, value, additional_keys, additional_values)
+    # Explicit mesh axes: the call runs per shard inside shard_map (jax_gna.explicit_sharding);
+    # Auto axes: jax_gna.partitioning's rule partitions the custom call.
+    result = explicit_sharding.shard_explicit(functools.partial(_call, config=config), *operands)
+    out, lse = _call(*operands, config=config) if result is None else result
     return (out, lse) if return_lse else out
+
+
+def _call(q, k, v, ek, ev, *, config):
+    out, lse = _gna(*_match_varying_axes(q, k, v, ek, ev), config)
+    return out, lse
 
 
 def _match_varying_axes(*xs):

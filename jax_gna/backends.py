@@ -227,8 +227,12 @@ def kernel_tiles(family: str, case: Case, direction: str) -> tuple[int, int]:
     return compiled_kernels()[(direction, family, case.dtype, case.head_dim)]
 
 
-def choose(case: Case, direction: str, platform: str, *, arch: int | None = None) -> Choice:
-    """Apply the selection rule (module docstring) for one direction on one platform."""
+def choose(case: Case, direction: str, platform: str, *, arch: int | None = None,
+           enforce: bool = True) -> Choice:
+    """Apply the selection rule (module docstring) for one direction on one platform.
+
+    ``enforce=False`` only reports: JAX_GNA_REQUIRE_KERNEL does not turn a fallback into an
+    error (``explain`` uses it)."""
     requested = case.config.backend
     if requested == REFERENCE:
         return Choice(REFERENCE, ())
@@ -243,12 +247,12 @@ def choose(case: Case, direction: str, platform: str, *, arch: int | None = None
         if direction == BACKWARD and not family.head_dims.get(BACKWARD):
             # A forward-only family: its backward comes from the best other kernel.
             return _best(case, direction, arch, on_cuda, platform,
-                         (f"{family.name}: no backward kernel",))
+                         (f"{family.name}: no backward kernel",), enforce)
         raise ValueError(f"backend={requested!r} cannot serve this {direction} call: {reason}")
-    return _best(case, direction, arch, on_cuda, platform, ())
+    return _best(case, direction, arch, on_cuda, platform, (), enforce)
 
 
-def _best(case, direction, arch, on_cuda, platform, reasons) -> Choice:
+def _best(case, direction, arch, on_cuda, platform, reasons, enforce) -> Choice:
     reasons = list(reasons)
     if on_cuda:
         for family in KERNELS:
@@ -259,7 +263,7 @@ def _best(case, direction, arch, on_cuda, platform, reasons) -> Choice:
     else:
         reasons.append(f"platform {platform!r} has no GNA kernels")
     choice = Choice(REFERENCE, tuple(reasons))
-    if on_cuda and os.environ.get("JAX_GNA_REQUIRE_KERNEL", "0") not in ("", "0"):
+    if enforce and on_cuda and os.environ.get("JAX_GNA_REQUIRE_KERNEL", "0") not in ("", "0"):
         raise ValueError(f"JAX_GNA_REQUIRE_KERNEL is set but no kernel serves this {direction} "
                          f"call: {'; '.join(reasons)}")
     logger.debug("jax_gna %s on %s -> %s", direction, platform, choice)
@@ -281,4 +285,4 @@ def explain(query, key, value, kernel_size, stride=1, dilation=1, is_causal=Fals
     case = make_case(config, query, key, value, extra)
     platform = platform or jax.default_backend()
     platform = "cuda" if platform == "gpu" else platform
-    return {d: str(choose(case, d, platform)) for d in (FORWARD, BACKWARD)}
+    return {d: str(choose(case, d, platform, enforce=False)) for d in (FORWARD, BACKWARD)}

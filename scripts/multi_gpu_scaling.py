@@ -12,7 +12,7 @@ Modes (Hunyuan-size layer, bf16, head_dim 128, window 18x24x24, stride 1):
 Directions: fwd, and fwdbwd (forward + jax.vjp with a fixed output cotangent: no loss
 reduction in the program).
 
-GPU (the lead, 2/4/8 x H200):
+GPU (2/4/8 x H200):
   python scripts/multi_gpu_scaling.py                       # all modes, directions, 1..N GPUs
   python scripts/multi_gpu_scaling.py --modes context --directions fwd --json out.json
 CPU smoke test (tiny shapes, float32, 8 host devices):

@@ -165,8 +165,38 @@ def _run_backend(case: Case, backend: str, inputs):
     return out, lse, grads
 
 
-def check_case(case: Case, backend: str) -> dict:
-    """Run one case on ``backend``; return the errors; raise AssertionError past tolerance."""
+def kernel_refusal(case: Case, backend: str) -> str | None:
+    """Why kernel family ``backend`` would refuse ``case``'s forward (None: it serves it)."""
+    if backend in (None, "reference"):
+        return None
+    from jax_gna._config import AttentionConfig
+    params = make_params(case.spatial, case.kernel_size, case.stride, case.dilation,
+                         case.causal)
+    config = AttentionConfig(case.spatial, params, case.head_dim ** -0.5, backend)
+    sds = jax.ShapeDtypeStruct
+    dt = jnp.dtype(case.dtype)
+    q = sds((case.batch, *case.spatial, case.heads_q, case.head_dim), dt)
+    k = sds((case.batch, *case.spatial, case.heads_kv, case.head_dim), dt)
+    v = sds((case.batch, *case.spatial, case.heads_kv, case.head_dim_v), dt)
+    e = sds((case.batch, case.n_extra, case.heads_kv, case.head_dim), dt)
+    c = backends.make_case(config, q, k, v, e)
+    return backends.kernel_family(backend).unsupported_reason(c, backends.FORWARD,
+                                                              backends.cuda_arch())
+
+
+def check_case(case: Case, backend: str) -> dict | None:
+    """Run one case on ``backend``; return the errors; raise AssertionError past tolerance.
+
+    A kernel family that does not serve the case must refuse it with a ValueError naming the
+    reason (checked), and the case then runs with ``backend=None`` (the selection rule's
+    choice); returns None in that case."""
+    refusal = kernel_refusal(case, backend)
+    if refusal is not None:
+        import pytest
+        with pytest.raises(ValueError, match="cannot serve"):
+            run_backend(case, backend, make_inputs(case))
+        check_case(case, "reference" if backends.cuda_arch() is None else None)
+        return None
     inputs = make_inputs(case)
     out, lse, grads = run_backend(case, backend, inputs)
     q, k, v, ek, ev, dout, dlse = inputs

@@ -182,6 +182,58 @@ def test_head_sharding_8(partitioner):
     assert_sharded_as(got, mesh, (q, lse, q, kv, kv, extra, extra))
 
 
+def test_explicit_mesh_batch_sharding():
+    """With ``AxisType.Explicit`` axes the abstract evaluation carries the shardings: the
+    output and the gradient stay batch-sharded, with no collectives."""
+    devices = np.array(CPU[:4])
+    mesh = Mesh(devices, ("b",), axis_types=(AxisType.Explicit,))
+    q = jax.random.normal(jax.random.PRNGKey(3), (4, 10, 9, 2, 16), jnp.float32)
+    attend = lambda x: jax_gna.attention(x, x, x, (5, 3), stride=(2, 1))   # noqa: E731
+    with jax.default_device(CPU[0]):
+        want_out = jax.jit(attend)(q)
+        want_grad = jax.jit(jax.grad(lambda x: jnp.sum(attend(x) ** 2)))(q)
+    set_mesh = getattr(jax, "set_mesh", None) or jax.sharding.use_mesh
+    with set_mesh(mesh):
+        qs = jax.device_put(q, NamedSharding(mesh, P("b")))
+        fwd = jax.jit(attend)
+        grad = jax.jit(jax.grad(lambda x: jnp.sum(attend(x) ** 2)))
+        assert collectives(fwd.lower(qs).compile().as_text()) == {}
+        assert collectives(grad.lower(qs).compile().as_text()) == {}
+        out, g = fwd(qs), grad(qs)
+    for x in (out, g):
+        assert x.sharding.is_equivalent_to(NamedSharding(mesh, P("b")), x.ndim), x.sharding
+    assert rel_err(out, want_out) <= 1e-5 and rel_err(g, want_grad) <= 1e-5
+
+
+@pytest.mark.parametrize("q_spec,kv_spec,want_spec,no_collectives", [
+    (P(None, None, None, "h", None), P(None, None, None, "h", None),
+     P(None, None, None, "h", None), True),                 # GQA: 2 query heads / 1 KV head
+    (P(None, "h", None, None, None), P(None, "h", None, None, None),
+     P(None, None, None, None, None), False),               # spatial: gathered
+])
+def test_explicit_mesh_heads_and_spatial(q_spec, kv_spec, want_spec, no_collectives):
+    mesh = Mesh(np.array(CPU[:4]), ("h",), axis_types=(AxisType.Explicit,))
+    keys = jax.random.split(jax.random.PRNGKey(4), 4)
+    q = jax.random.normal(keys[0], (1, 8, 6, 8, 16), jnp.float32)
+    k = jax.random.normal(keys[1], (1, 8, 6, 4, 16), jnp.float32)
+    v = jax.random.normal(keys[2], (1, 8, 6, 4, 16), jnp.float32)
+    attend = lambda q, k, v: jax_gna.attention(q, k, v, (3, 5), is_causal=(True, False))  # noqa
+    loss = lambda q, k, v: jnp.sum(jnp.sin(attend(q, k, v)))   # noqa: E731
+    with jax.default_device(CPU[0]):
+        want = (jax.jit(attend)(q, k, v),) + jax.jit(jax.grad(loss, (0, 1, 2)))(q, k, v)
+    set_mesh = getattr(jax, "set_mesh", None) or jax.sharding.use_mesh
+    with set_mesh(mesh):
+        args = [jax.device_put(x, NamedSharding(mesh, s))
+                for x, s in ((q, q_spec), (k, kv_spec), (v, kv_spec))]
+        fwd = jax.jit(attend)
+        if no_collectives:
+            assert collectives(fwd.lower(*args).compile().as_text()) == {}
+        got = (fwd(*args),) + jax.jit(jax.grad(loss, (0, 1, 2)))(*args)
+    assert got[0].sharding.is_equivalent_to(NamedSharding(mesh, want_spec), 5), got[0].sharding
+    for name, g, w in zip(("out", "dq", "dk", "dv"), got, want):
+        assert rel_err(g, w) <= 1e-5, name
+
+
 def test_batch_and_heads_2x4_gqa_extra_tokens(partitioner):
     # 8 query heads over 4 shards, 4 KV heads: each shard keeps one whole group of 2.
     pb = Problem(batch=2, spatial=(4, 4, 3), heads_q=8, heads_kv=4, kernel_size=(2, 3, 3),

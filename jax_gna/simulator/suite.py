@@ -48,6 +48,9 @@ SUITE: tuple[SuiteCase, ...] = (
     SuiteCase("cosmos", (16, 44, 80), 32, (16, 24, 16), ((1, 1, 1), (1, 8, 16)),
               (16, 8, 2), (16, 4, 2)),
     SuiteCase("seq32k", (32768,), 24, (2048,), ((1,), (256,), (2048,)), (128,), (128,)),
+    # Not in GNA_SPEC's suite: the dense-equivalent check (window = whole grid, i.e. self
+    # attention through the GNA kernel), compared with cuDNN on the same tokens.
+    SuiteCase("dense32k", (32768,), 24, (32768,), ((1,),), (128,), (128,)),
 )
 
 # Scaled-down twins for CPU runs and tests (same names, so tables line up).
@@ -61,6 +64,7 @@ TINY_SUITE: tuple[SuiteCase, ...] = (
     SuiteCase("cosmos", (4, 11, 20), 2, (4, 6, 4), ((1, 1, 1), (1, 2, 4)), (4, 2, 2),
               (4, 2, 1), head_dim=32),
     SuiteCase("seq32k", (1024,), 2, (64,), ((1,), (8,), (64,)), (16,), (16,), head_dim=32),
+    SuiteCase("dense32k", (1024,), 2, (1024,), ((1,),), (16,), (16,), head_dim=32),
 )
 
 
