@@ -208,7 +208,12 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--json", default=None, help="also write the rows to this file")
+    ap.add_argument("--partitioner", choices=("shardy", "gspmd"), default="shardy",
+                    help="XLA partitioner (jax_use_shardy_partitioner); gspmd works around "
+                         "the Shardy crash on the context-parallel backward seen with "
+                         "jax 0.11.2 on GPUs (docs/SHARDING.md)")
     a = ap.parse_args(argv)
+    jax.config.update("jax_use_shardy_partitioner", a.partitioner == "shardy")
 
     if a.cpu_devices:
         jax.config.update("jax_num_cpu_devices", a.cpu_devices)
@@ -231,7 +236,8 @@ def main(argv=None):
 
     dev0 = all_devices[0]
     print(f"# jax {jax.__version__}, {len(all_devices)} x {dev0.device_kind} "
-          f"({dev0.platform}); NCCL_NVLS_ENABLE={os.environ.get('NCCL_NVLS_ENABLE')}")
+          f"({dev0.platform}); NCCL_NVLS_ENABLE={os.environ.get('NCCL_NVLS_ENABLE')}; "
+          f"partitioner {a.partitioner}")
     shapes = layers(a.tiny)
     rows = []
     for mode in modes:
