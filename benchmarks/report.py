@@ -19,6 +19,9 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("mean-tile bound", "mean_tile_bound", ".2f"),
     ("worst-tile bound", "worst_tile_bound", ".2f"),
     ("achieved/worst-tile", "achieved_over_bound", ".2f"),
+    ("kernel tiles (Q/KV)", "kernel_tiles", "s"),
+    ("mean-tile bound, kernel tiles", "kernel_mean_tile_bound", ".2f"),
+    ("achieved/that", "achieved_over_kernel_bound", ".2f"),
     ("note", "note", "s"),
 )
 

@@ -126,12 +126,44 @@ def run(args) -> dict:
                     m = profile.measure(cfg, impl, **mkw)
                     _log(f"[{case.name} {direction} stride {'x'.join(map(str, stride))}] "
                          f"{impl}: {_describe(m)}")
-                    rows.append(_row(case, stride, impl, direction, m, ref_ms, sim))
+                    row = _row(case, stride, impl, direction, m, ref_ms, sim)
+                    row.update(_kernel_tile_bound(case, stride, impl, dtype, row))
+                    rows.append(row)
     return {"device": _timing.platform_description(), "baseline": baseline,
             "settings": {"subset": subset, "tiny": tiny, "dtype": dtype, "warmup": warmup,
                          "repeats": repeats, "input_sets": args.input_sets,
                          "directions": directions, "backends": impls},
             "rows": rows, "simulator": sims}
+
+
+def _kernel_tile_bound(case, stride, impl, dtype, row) -> dict:
+    """The tiles the forward kernel of ``impl`` picks for this case (what the lowering
+    passes it) and the simulator's mean-tile bound for THOSE tiles; empty for the reference
+    or when no kernel serves the case here."""
+    if impl not in ("sm80", "sm90"):
+        return {}
+    try:
+        import jax
+        import jax.numpy as jnp
+        from jax_gna import _cuda_lowering, backends, semantics
+        from jax_gna._config import AttentionConfig
+        params = semantics.make_params(case.shape, case.kernel_size, stride, 1, False)
+        config = AttentionConfig(tuple(case.shape), params, case.head_dim ** -0.5, impl)
+        dt = jnp.dtype(profile.DTYPES[dtype])
+        q = jax.ShapeDtypeStruct((case.batch, *case.shape, case.heads, case.head_dim), dt)
+        e = jax.ShapeDtypeStruct((case.batch, 0, case.heads, case.head_dim), dt)
+        kcase = backends.make_case(config, q, q, q, e)
+        q_box, kv_box = _cuda_lowering.tile_boxes(config, impl, kcase, backends.FORWARD)
+    except Exception as err:  # noqa: BLE001  (no kernel here: leave the columns empty)
+        _log(f"[{case.name}] {impl}: kernel tiles unknown ({type(err).__name__}: {err})")
+        return {}
+    sim = simulate(case.shape, case.kernel_size, stride, q_tile=tuple(q_box),
+                   kv_tile=tuple(kv_box))
+    out = {"kernel_tiles": "x".join(map(str, q_box)) + "/" + "x".join(map(str, kv_box)),
+           "kernel_mean_tile_bound": sim.mean_tile_speedup}
+    if row.get("speedup_vs_dense") is not None:
+        out["achieved_over_kernel_bound"] = row["speedup_vs_dense"] / sim.mean_tile_speedup
+    return out
 
 
 def _row(case, stride, impl, direction, m, ref_ms, sim) -> dict:

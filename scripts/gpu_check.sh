@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one GPU script: build, GPU tests, sanitizer, benchmark; a short table last.
 #
-#   bash scripts/gpu_check.sh [all|build|smoke|suite|dispatch|sanitize|sanitize90|large|sm90self|reference|bench|dit|scaling]...
+#   bash scripts/gpu_check.sh [all|build|smoke|suite|dispatch|sanitize|sanitize90|large|sm90self|reference|bench|dit|cli|tiles|scaling]...
 #
 # Runs on a CUDA machine without network access (the H200 of the device tool): wheels that
 # image lacks (nvidia-cutlass) come from .whl/; a CUDA library prebuilt elsewhere may come in
@@ -96,6 +96,17 @@ want reference && run_stage reference 300 python3 scripts/reference_footprint.py
 # ---- benchmark ---------------------------------------------------------------------------
 want bench && run_stage bench 580 python3 benchmarks/run.py ${BENCH_ARGS:---subset} --out "$OUT/bench"
 want dit && run_stage dit 400 python3 examples/dit_block.py
+want cli && run_stage quickstart 200 python3 examples/quickstart.py
+want cli && run_stage profile 200 python3 -m jax_gna.profile -i 30 48 80 -w 18 24 24 \
+  -s 16 8 8 --backprop
+# Tile sweep (named only): measured time of the simulator's top tile candidates.
+if [[ " ${STAGES[*]} " == *" tiles "* ]]; then
+  for c in ${SWEEP_CASES:-"hunyuan 1 1 1" "cosmos 1 1 1" "flux 1 1"}; do
+    set -- $c
+    run_stage "tiles_$1" 200 python3 scripts/tile_sweep.py --case "$1" --stride "${@:2}" \
+      --top "${SWEEP_TOP:-8}"
+  done
+fi
 # Multi-GPU scaling runs only when named (it needs a machine of several GPUs).
 [[ " ${STAGES[*]} " == *" scaling "* ]] && run_stage scaling 580 python3 \
   scripts/multi_gpu_scaling.py ${SCALING_ARGS:-} --json "$OUT/scaling.json"
