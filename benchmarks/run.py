@@ -128,12 +128,31 @@ def run(args) -> dict:
                          f"{impl}: {_describe(m)}")
                     row = _row(case, stride, impl, direction, m, ref_ms, sim)
                     row.update(_kernel_tile_bound(case, stride, impl, dtype, row))
+                    if direction == "fwd+bwd" and impl != "reference" and not row["note"]:
+                        row["note"] = _backward_note(case, stride, impl, dtype)
                     rows.append(row)
     return {"device": _timing.platform_description(), "baseline": baseline,
             "settings": {"subset": subset, "tiny": tiny, "dtype": dtype, "warmup": warmup,
                          "repeats": repeats, "input_sets": args.input_sets,
                          "directions": directions, "backends": impls},
             "rows": rows, "simulator": sims}
+
+
+def _backward_note(case, stride, impl, dtype) -> str:
+    """Which backend the backward of a ``backend=impl`` call runs on (a forward-only family
+    hands its backward to the next kernel: say so next to its fwd+bwd time)."""
+    import jax
+    import jax.numpy as jnp
+    import jax_gna
+    sds = jax.ShapeDtypeStruct((case.batch, *case.shape, case.heads, case.head_dim),
+                               jnp.dtype(profile.DTYPES[dtype]))
+    try:
+        choice = jax_gna.explain(sds, sds, sds, case.kernel_size, tuple(stride),
+                                 backend=impl)["bwd"]
+    except Exception as err:  # noqa: BLE001
+        return f"bwd backend unknown ({type(err).__name__})"
+    family = choice.split(" ")[0]
+    return "" if family == impl else f"bwd on {family}"
 
 
 def _kernel_tile_bound(case, stride, impl, dtype, row) -> dict:
