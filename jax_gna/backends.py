@@ -125,10 +125,12 @@ def _sm90_rule(case: Case) -> str | None:
 KERNELS: tuple[KernelFamily, ...] = (
     KernelFamily("sm90", 90, 90, frozenset({"bf16", "fp16"}),
                  {FORWARD: frozenset({64, 128, 256})}, extra_rule=_sm90_rule,
-                 box_extent_limit=256, verified_on="not yet verified"),
+                 box_extent_limit=256,
+                 verified_on="H200 (sm90a), jax 0.11.2, 2026-11-21: scripts/gpu_check.sh"),
     KernelFamily("sm80", 80, None, frozenset({"bf16", "fp16"}),
                  {FORWARD: frozenset({32, 64, 128, 256}), BACKWARD: frozenset({32, 64, 128})},
-                 verified_on="not yet verified"),
+                 verified_on="H200 (sm90) only, jax 0.11.2, 2026-11-21: scripts/gpu_check.sh; "
+                             "no sm80/sm86/sm89/sm100 device was available"),
 )
 KERNEL_NAMES = tuple(k.name for k in KERNELS)
 BACKEND_NAMES = (REFERENCE,) + KERNEL_NAMES
