@@ -292,7 +292,12 @@ def test_best_tiles_default_candidates_for_cosmos():
 @pytest.mark.parametrize("suite", [SUITE, TINY_SUITE])
 def test_suite_cases_are_valid(suite):
     names = [c.name for c in suite]
-    assert names == ["flux", "hunyuan", "hunyuan58", "cosmos", "seq32k"]
+    # GNA_SPEC's suite, then the dense-equivalent check (window = whole grid: bounds all 1).
+    assert names == ["flux", "hunyuan", "hunyuan58", "cosmos", "seq32k", "dense32k"]
+    dense = suite[-1]
+    assert dense.kernel_size == dense.shape and dense.strides == ((1,),)
+    r = simulate(dense.shape, dense.kernel_size, 1, q_tile=dense.q_tile, kv_tile=dense.kv_tile)
+    assert r.flop_speedup == r.worst_tile_speedup == r.mean_tile_speedup == 1
     for case in suite:
         for stride in case.strides:
             r = simulate(case.shape, case.kernel_size, stride, q_tile=case.q_tile,
