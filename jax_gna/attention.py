@@ -139,11 +139,22 @@ def _gna(q, k, v, ek, ev, config):
 
 def _gna_fwd(q, k, v, ek, ev, config):
     out, lse = gna_fwd_p.bind(q, k, v, ek, ev, config=config)
-    return (out, lse), (q, k, v, ek, ev, out, lse)
+    # No additional tokens: save no (empty) residuals for them; the backward rebuilds the
+    # empty arrays from K/V's shapes (_checks makes them share the query's dtype). Empty
+    # residuals crossing a shard_map boundary are unused inputs of the backward's manual
+    # computation, which Shardy's unused-input rewrite then has to remove.
+    extra = (ek, ev) if ek.shape[1] else None
+    return (out, lse), (q, k, v, extra, out, lse)
 
 
 def _gna_bwd(config, residuals, cotangents):
-    q, k, v, ek, ev, out, lse = residuals
+    q, k, v, extra, out, lse = residuals
+    if extra is None:
+        ek = jnp.zeros((k.shape[0], 0) + k.shape[-2:], k.dtype)
+        ev = jnp.zeros((v.shape[0], 0) + v.shape[-2:], v.dtype)
+        ek, ev = _match_varying_axes(q, ek, ev)[1:]
+    else:
+        ek, ev = extra
     dout, dlse = cotangents
     return tuple(gna_bwd_p.bind(q, k, v, ek, ev, out, lse, dout.astype(out.dtype),
                                 dlse.astype(lse.dtype), config=config))

@@ -209,9 +209,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--json", default=None, help="also write the rows to this file")
     ap.add_argument("--partitioner", choices=("shardy", "gspmd"), default="shardy",
-                    help="XLA partitioner (jax_use_shardy_partitioner); gspmd works around "
-                         "the Shardy crash on the context-parallel backward seen with "
-                         "jax 0.11.2 on GPUs (docs/SHARDING.md)")
+                    help="XLA partitioner (sets jax_use_shardy_partitioner)")
     a = ap.parse_args(argv)
     jax.config.update("jax_use_shardy_partitioner", a.partitioner == "shardy")
 

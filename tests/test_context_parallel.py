@@ -308,3 +308,33 @@ def test_errors():
     y = jnp.zeros((1, 16, 1, 4))
     with pytest.raises(ValueError, match="kernel_size"):   # validated on the GLOBAL shape
         context_parallel_attention_on_mesh(y, y, y, 17, mesh=mesh, axis_name="ctx")
+
+
+def test_backward_manual_computation_has_no_unused_inputs():
+    """Regression: with no additional tokens the custom_vjp saved empty K/V residuals, which
+    became unused inputs of the backward's shard_map; Shardy's rewrite that drops unused
+    inputs then segfaulted XLA on GPUs (jax 0.11.2, docs/SHARDING.md). Every block argument
+    of every ``sdy.manual_computation`` must be used."""
+    mesh = make_mesh((2,), ("x",))
+    keys = jax.random.split(jax.random.PRNGKey(5), 4)
+    q, k, v, do = (jax.random.normal(kk, (1, 16, 6, 8, 2, 16)) for kk in keys)
+
+    def program(q, k, v, do):
+        attend = lambda q, k, v: context_parallel_attention_on_mesh(  # noqa: E731
+            q, k, v, (5, 3, 3), mesh=mesh, axis_name="x", spatial_axis=0)
+        out, vjp = jax.vjp(attend, q, k, v)
+        return out, vjp(do)
+
+    sharding = NamedSharding(mesh, P(None, "x"))
+    args = [jax.device_put(a, sharding) for a in (q, k, v, do)]
+    text = jax.jit(program).lower(*args).as_text()
+    regions = text.split("sdy.manual_computation")[1:]
+    if not regions:
+        pytest.skip("program lowered without Shardy manual computations")
+    for n, region in enumerate(regions):
+        header = re.search(r"manual_axes=\{[^}]*\}\s*\((.*?)\)\s*\{", region, re.S)
+        assert header, f"manual computation {n}: block arguments not found"
+        body = region[header.end():region.find("sdy.return")]
+        names = re.findall(r"(%arg\d+):", header.group(1))
+        unused = [a for a in names if not re.search(re.escape(a) + r"\b", body)]
+        assert not unused, f"manual computation {n}: unused inputs {unused}"
