@@ -78,16 +78,22 @@ want dispatch && run_stage dispatch 300 python3 -m pytest -q -p no:cacheprovider
   tests/gpu/test_jit_dispatch.py
 want large && run_stage large 400 python3 -m pytest -q -p no:cacheprovider \
   tests/gpu/test_large_tensor.py
-if want sanitize; then
-  for tool in memcheck racecheck; do
-    run_stage "$tool" 500 compute-sanitizer --tool "$tool" --kernel-name kns=jax_gna \
-      --error-exitcode 9 python3 tests/gpu/test_kernels_sm80_smoke.py -k "${SANITIZE_CASES:-2d_mixed}"
+if want sanitize; then   # sm80 kernels through JAX: forward, backward, deterministic backward
+  for case in ${SANITIZE_CASES:-2d_mixed 3d_causal_t 1d_gqa_extra_causal 2d_extra}; do
+    for tool in memcheck racecheck; do
+      run_stage "${tool}_$case" 300 compute-sanitizer --tool "$tool" --kernel-name kns=jax_gna \
+        --error-exitcode 9 python3 tests/gpu/test_kernels_sm80_smoke.py -k "$case"
+    done
   done
 fi
 if want sanitize90 && [ -x xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest ]; then
-  for tool in memcheck racecheck; do
-    run_stage "sm90$tool" 500 compute-sanitizer --tool "$tool" --error-exitcode 9 \
-      xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest correct "${SANITIZE90_CASES:-rand6}"
+  # self-test cases: rand6 3-D stride/causal/GQA D64; rand7 3-D dilation/extra D128;
+  # rand8 3-D dilation/extra D256; rand2 1-D fp16 extra D256 (names: selftest list)
+  for case in ${SANITIZE90_CASES:-rand6 rand7 rand8 rand2}; do
+    for tool in memcheck racecheck; do
+      run_stage "sm90${tool}_$case" 300 compute-sanitizer --tool "$tool" --error-exitcode 9 \
+        xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest correct "$case"
+    done
   done
 fi
 want reference && run_stage reference 300 python3 scripts/reference_footprint.py \
