@@ -15,36 +15,10 @@ using namespace jax_gna::sm90;
 using selftest::Case;
 
 static bool admitted(const Case& c, std::string* why, double* tiles) {
-  FwdParams fp;
-  fp.shape.batch = c.B;
-  fp.shape.heads_q = c.Hq;
-  fp.shape.heads_kv = c.Hkv;
-  fp.shape.head_dim = fp.shape.head_dim_v = c.D;
-  fp.shape.num_extra = c.E;
-  fp.dtype = c.fp16 ? DType::kFloat16 : DType::kBFloat16;
-  fp.scale = 0.1f;
-  for (int i = 0; i < 3; ++i) {
-    fp.shape.dims[i] = DimParams{c.L[i], c.k[i], c.s[i], c.d[i], c.c[i]};
-    fp.tiles.q[i] = c.q[i];
-    fp.tiles.kv[i] = c.kv[i];
-  }
+  FwdParams fp = selftest::case_params(c);
   alignas(16) static char dummy[16];
   fp.q = fp.k = fp.v = fp.extra_k = fp.extra_v = dummy;
   fp.out = dummy;
-  auto dense = [&](int heads) {
-    TokenStrides st;
-    st.head = c.D;
-    st.spatial[2] = int64_t(heads) * c.D;
-    st.spatial[1] = st.spatial[2] * c.L[2];
-    st.spatial[0] = st.spatial[1] * c.L[1];
-    st.batch = st.spatial[0] * c.L[0];
-    return st;
-  };
-  fp.q_strides = fp.out_strides = dense(c.Hq);
-  fp.k_strides = fp.v_strides = dense(c.Hkv);
-  fp.extra_k_strides.head = fp.extra_v_strides.head = c.D;
-  fp.extra_k_strides.token = fp.extra_v_strides.token = int64_t(c.Hkv) * c.D;
-  fp.extra_k_strides.batch = fp.extra_v_strides.batch = int64_t(c.E) * c.Hkv * c.D;
   ProblemDesc p;
   if (!admit_fwd(fp, c.D, c.D == 256 ? 64 : 128, &p, why)) return false;
   double t = 0;

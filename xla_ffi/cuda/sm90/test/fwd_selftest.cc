@@ -1,6 +1,6 @@
 // Standalone GPU self-test and benchmark of the sm90 GNA forward kernel (no JAX, no
-// registry): correctness against a float64 CPU reference written from GNA_SPEC.md, then the
-// benchmark suite's forward cases with effective and per-tile TFLOP/s.
+// registry): correctness against a float64 CPU reference (GNA_SPEC.md, windows from
+// window.h), then the benchmark suite's forward cases with effective and per-tile TFLOP/s.
 //
 // Build (.cc so the library's **/*.cu glob skips it; ~1-5 min, one TU with six kernels):
 //   nvcc -x cu -DNDEBUG -O3 -std=c++17 --expt-relaxed-constexpr --expt-extended-lambda
@@ -106,47 +106,9 @@ struct Buffers {
 };
 
 static FwdParams make_params(const Case& c, const Buffers& b) {
-  FwdParams fp;
-  fp.shape.batch = c.B;
-  fp.shape.heads_q = c.Hq;
-  fp.shape.heads_kv = c.Hkv;
-  fp.shape.head_dim = c.D;
-  fp.shape.head_dim_v = c.D;
-  for (int i = 0; i < 3; ++i) {
-    fp.shape.dims[i].length = c.L[i];
-    fp.shape.dims[i].kernel_size = c.k[i];
-    fp.shape.dims[i].stride = c.s[i];
-    fp.shape.dims[i].dilation = c.d[i];
-    fp.shape.dims[i].causal = c.c[i];
-    fp.tiles.q[i] = c.q[i];
-    fp.tiles.kv[i] = c.kv[i];
-  }
-  fp.shape.num_extra = c.E;
-  fp.dtype = c.fp16 ? DType::kFloat16 : DType::kBFloat16;
-  fp.scale = 1.0f / std::sqrt(static_cast<float>(c.D));
+  FwdParams fp = selftest::case_params(c);
   fp.q = b.q; fp.k = b.k; fp.v = b.v; fp.out = b.o; fp.lse = b.lse;
   fp.extra_k = b.ek; fp.extra_v = b.ev;
-  auto dense = [&](int heads) {
-    TokenStrides st;
-    st.head = c.D;
-    st.spatial[2] = int64_t(heads) * c.D;
-    st.spatial[1] = st.spatial[2] * c.L[2];
-    st.spatial[0] = st.spatial[1] * c.L[1];
-    st.batch = st.spatial[0] * c.L[0];
-    return st;
-  };
-  fp.q_strides = fp.out_strides = dense(c.Hq);
-  fp.k_strides = fp.v_strides = dense(c.Hkv);
-  fp.extra_k_strides.head = fp.extra_v_strides.head = c.D;
-  fp.extra_k_strides.token = fp.extra_v_strides.token = int64_t(c.Hkv) * c.D;
-  fp.extra_k_strides.batch = fp.extra_v_strides.batch = int64_t(c.E) * c.Hkv * c.D;
-  TokenStrides ls;
-  ls.head = 1;
-  ls.spatial[2] = c.Hq;
-  ls.spatial[1] = ls.spatial[2] * c.L[2];
-  ls.spatial[0] = ls.spatial[1] * c.L[1];
-  ls.batch = ls.spatial[0] * c.L[0];
-  fp.lse_strides = ls;
   int dev = 0;
   CUDA_OK(cudaGetDevice(&dev));
   CUDA_OK(cudaDeviceGetAttribute(&fp.num_sms, cudaDevAttrMultiProcessorCount, dev));
@@ -212,24 +174,7 @@ static void release(Buffers& b) {
   b = Buffers{};
 }
 
-// ---- Reference (GNA_SPEC.md) ----------------------------------------------------------
-static void spec_window(int i, int L, int k, int s, int d, bool causal, int* first, int* count) {
-  const int g = i % d, ii = i / d;
-  const int lg = L / d + (g < L % d ? 1 : 0);
-  int start, end;
-  if (!causal) {
-    const int leader = std::min((ii / s) * s + s / 2, lg - 1);
-    start = std::max(std::min(leader - k / 2, lg - k), 0);
-    end = start + k;
-  } else {
-    const int leader = std::min((ii / s) * s + s - 1, lg - 1);
-    start = std::max(leader - k + 1, 0);
-    end = ii + 1;
-  }
-  *first = g + d * start;
-  *count = end - start;
-}
-
+// ---- Reference (GNA_SPEC.md; windows from window.h via selftest::case_window) ----------
 static std::vector<float> to_float(const void* dev, int64_t n, bool fp16) {
   std::vector<uint16_t> raw(n);
   CUDA_OK(cudaMemcpy(raw.data(), dev, n * 2, cudaMemcpyDeviceToHost));
@@ -284,7 +229,7 @@ static bool check_case(const Case& c) {
           const int64_t tok = (int64_t(x0) * c.L[1] + x1) * c.L[2] + x2;
           int f[3], n[3];
           const int x[3] = {x0, x1, x2};
-          for (int i = 0; i < 3; ++i) spec_window(x[i], c.L[i], c.k[i], c.s[i], c.d[i], c.c[i], &f[i], &n[i]);
+          for (int i = 0; i < 3; ++i) selftest::case_window(c, i, x[i], &f[i], &n[i]);
           for (int h = 0; h < c.Hq; ++h) {
             const int hk = h / G;
             const float* qr = &q[((bb * b.ntok + tok) * c.Hq + h) * c.D];
@@ -357,7 +302,7 @@ static bool bench_case(const Case& c) {
     for (int i = 0; i < 3; ++i)
       for (int x = 0; x < c.L[i]; ++x) {
         int f, n;
-        spec_window(x, c.L[i], c.k[i], c.s[i], c.d[i], c.c[i], &f, &n);
+        selftest::case_window(c, i, x, &f, &n);
         per_dim[i].push_back(n);
       }
     double s0 = 0, s1 = 0, s2 = 0;

@@ -6,7 +6,7 @@
 // For random GNA problems (rank 1-3, odd/even kernels, strides, dilations that do and do not
 // divide L, causal dims, extra tokens, every power-of-two tile shape) it runs the kernel's
 // own tile map / mask / scheduler code (tile_map.h, scheduler.h, support.h) and checks it
-// against a brute force written from GNA_SPEC.md:
+// against a per-element brute force over window.h's windows:
 //  - the scheduler (static and dynamic) hands out every work item exactly once;
 //  - decode_work is a bijection onto (batch, head, Q tile), with hkv = hq / (Hq / Hkv);
 //  - Q-tile rows cover every query exactly once; a row is valid exactly when TMA would not
@@ -44,36 +44,13 @@ static int g_failures = 0;
     }                                                      \
   } while (0)
 
-// GNA_SPEC.md, written out again independently of window.h.
-struct SpecWin {
-  int first, step, count;  // keys first + step * t, t < count
-};
-static SpecWin spec_window(int i, int L, int k, int s, int d, bool causal) {
-  const int wl = k / 2;
-  const int g = i % d, ii = i / d;
-  const int lg = L / d + (g < L % d ? 1 : 0);
-  int start, end;
-  if (!causal) {
-    int leader = (ii / s) * s + s / 2;
-    if (leader > lg - 1) leader = lg - 1;
-    start = leader - wl;
-    if (start > lg - k) start = lg - k;
-    if (start < 0) start = 0;
-    end = start + k;
-  } else {
-    int leader = (ii / s) * s + s - 1;
-    if (leader > lg - 1) leader = lg - 1;
-    start = leader - k + 1;
-    if (start < 0) start = 0;
-    end = ii + 1;
-  }
-  return {g + d * start, d, end - start};
-}
-
+// Does query i see key j along one dim? The per-element neighbourhood from window.h (the one
+// C++ copy of the window math, itself checked against jax_gna/semantics.py by
+// tests/test_window_cpp.py); what is checked here is the kernel's tile-level code.
 static bool spec_sees(int i, int j, int L, int k, int s, int d, bool causal) {
-  const SpecWin w = spec_window(i, L, k, s, d, causal);
-  if ((j - w.first) % w.step != 0 || j < w.first) return false;
-  return (j - w.first) / w.step < w.count;
+  if (i % d != j % d) return false;
+  const Range r = window(i, DimParams{L, k, s, d, causal});
+  return j / d >= r.begin && j / d < r.end;
 }
 
 struct Problem {

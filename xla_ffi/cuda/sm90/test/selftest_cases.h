@@ -1,12 +1,17 @@
 // Cases of the sm90 forward self-test (test/fwd_selftest.cc): fixed correctness cases,
 // seeded random correctness cases inside the sm90 admission rule, and the benchmark list.
 // Pure C++ (no CUDA): test/cases_check.cc runs every case through admit_fwd on the host.
+// case_params / case_window are shared by both programs.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <string>
 #include <vector>
+
+#include "jax_gna/params.h"
+#include "jax_gna/window.h"
 
 namespace jax_gna {
 namespace sm90 {
@@ -21,6 +26,49 @@ struct Case {
   bool fp16;
   bool workspace;
 };
+
+// Keys of query coordinate x along dim i: first + d * t for t < count (window.h: the one
+// C++ copy of the window math).
+inline void case_window(const Case& c, int i, int x, int* first, int* count) {
+  const Range r = window(x, DimParams{c.L[i], c.k[i], c.s[i], c.d[i], c.c[i]});
+  *first = x % c.d[i] + c.d[i] * r.begin;
+  *count = r.end - r.begin;
+}
+
+// FwdParams of a case without device pointers, SM count or workspace: shape, tiles, dtype,
+// scale 1/sqrt(D) and the dense [B, *spatial, H, D] / [B, E, Hkv, D] / [B, *spatial, Hq]
+// strides.
+inline FwdParams case_params(const Case& c) {
+  FwdParams fp;
+  fp.shape.batch = c.B;
+  fp.shape.heads_q = c.Hq;
+  fp.shape.heads_kv = c.Hkv;
+  fp.shape.head_dim = fp.shape.head_dim_v = c.D;
+  fp.shape.num_extra = c.E;
+  for (int i = 0; i < 3; ++i) {
+    fp.shape.dims[i] = DimParams{c.L[i], c.k[i], c.s[i], c.d[i], c.c[i]};
+    fp.tiles.q[i] = c.q[i];
+    fp.tiles.kv[i] = c.kv[i];
+  }
+  fp.dtype = c.fp16 ? DType::kFloat16 : DType::kBFloat16;
+  fp.scale = 1.0f / std::sqrt(static_cast<float>(c.D));
+  auto dense = [&](int heads, int dim) {
+    TokenStrides st;
+    st.head = dim;
+    st.spatial[2] = int64_t(heads) * dim;
+    st.spatial[1] = st.spatial[2] * c.L[2];
+    st.spatial[0] = st.spatial[1] * c.L[1];
+    st.batch = st.spatial[0] * c.L[0];
+    return st;
+  };
+  fp.q_strides = fp.out_strides = dense(c.Hq, c.D);
+  fp.k_strides = fp.v_strides = dense(c.Hkv, c.D);
+  fp.lse_strides = dense(c.Hq, 1);
+  fp.extra_k_strides.head = fp.extra_v_strides.head = c.D;
+  fp.extra_k_strides.token = fp.extra_v_strides.token = int64_t(c.Hkv) * c.D;
+  fp.extra_k_strides.batch = fp.extra_v_strides.batch = int64_t(c.E) * c.Hkv * c.D;
+  return fp;
+}
 
 #define SM90_D3(a, b, c) {a, b, c}
 #define SM90_BOOL3(a, b, c) {a != 0, b != 0, c != 0}
