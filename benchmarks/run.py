@@ -164,15 +164,11 @@ def _kernel_tile_bound(case, stride, impl, dtype, row) -> dict:
     try:
         import jax
         import jax.numpy as jnp
-        from jax_gna import _cuda_lowering, backends, semantics
-        from jax_gna._config import AttentionConfig
-        params = semantics.make_params(case.shape, case.kernel_size, stride, 1, False)
-        config = AttentionConfig(tuple(case.shape), params, case.head_dim ** -0.5, impl)
-        dt = jnp.dtype(profile.DTYPES[dtype])
-        q = jax.ShapeDtypeStruct((case.batch, *case.shape, case.heads, case.head_dim), dt)
-        e = jax.ShapeDtypeStruct((case.batch, 0, case.heads, case.head_dim), dt)
-        kcase = backends.make_case(config, q, q, q, e)
-        q_box, kv_box = _cuda_lowering.tile_boxes(config, impl, kcase, backends.FORWARD)
+        from jax_gna import _cuda_lowering, backends
+        q = jax.ShapeDtypeStruct((case.batch, *case.shape, case.heads, case.head_dim),
+                                 jnp.dtype(profile.DTYPES[dtype]))
+        kcase = backends.case_for(q, q, q, case.kernel_size, tuple(stride), backend=impl)
+        q_box, kv_box = _cuda_lowering.tile_boxes(kcase.config, impl, kcase, backends.FORWARD)
     except Exception as err:  # noqa: BLE001  (no kernel here: leave the columns empty)
         _log(f"[{case.name}] {impl}: kernel tiles unknown ({type(err).__name__}: {err})")
         return {}

@@ -272,19 +272,29 @@ def _best(case, direction, arch, on_cuda, platform, reasons, enforce) -> Choice:
     return choice
 
 
-def explain(query, key, value, kernel_size, stride=1, dilation=1, is_causal=False, *,
-            additional_keys=None, backend=None, platform: str | None = None) -> dict:
-    """Which backend each direction would use for these inputs, and why (runs nothing)."""
+def case_for(query, key, value, kernel_size, stride=1, dilation=1, is_causal=False, *,
+             additional_keys=None, backend=None, scale=None) -> Case:
+    """The selection ``Case`` of a call with these (abstract or concrete) inputs, validated
+    like ``jax_gna.attention`` would (``scale=None``: 1/sqrt(head_dim))."""
     import jax
     from jax_gna import _checks, semantics
     rank = _checks.check_tensors(query, key, value, additional_keys,
                                  None if additional_keys is None else additional_keys)
     spatial = tuple(query.shape[1:1 + rank])
     params = semantics.make_params(spatial, kernel_size, stride, dilation, is_causal)
-    config = AttentionConfig(spatial, params, 1.0, backend)
+    scale = float(query.shape[-1]) ** -0.5 if scale is None else float(scale)
+    config = AttentionConfig(spatial, params, scale, backend)
     extra = additional_keys if additional_keys is not None else \
         jax.ShapeDtypeStruct((query.shape[0], 0) + tuple(key.shape[-2:]), key.dtype)
-    case = make_case(config, query, key, value, extra)
+    return make_case(config, query, key, value, extra)
+
+
+def explain(query, key, value, kernel_size, stride=1, dilation=1, is_causal=False, *,
+            additional_keys=None, backend=None, platform: str | None = None) -> dict:
+    """Which backend each direction would use for these inputs, and why (runs nothing)."""
+    import jax
+    case = case_for(query, key, value, kernel_size, stride, dilation, is_causal,
+                    additional_keys=additional_keys, backend=backend)
     platform = platform or jax.default_backend()
     platform = "cuda" if platform == "gpu" else platform
     return {d: str(choose(case, d, platform, enforce=False)) for d in (FORWARD, BACKWARD)}

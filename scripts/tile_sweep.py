@@ -21,8 +21,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import jax_gna  # noqa: E402
-from jax_gna import _timing, backends, semantics  # noqa: E402
-from jax_gna._config import AttentionConfig  # noqa: E402
+from jax_gna import _timing, backends  # noqa: E402
 from jax_gna.simulator.search import best_tiles, default_candidates  # noqa: E402
 from jax_gna.simulator.suite import get_suite  # noqa: E402
 
@@ -38,11 +37,9 @@ def main(argv=None) -> int:
 
     case = get_suite(False, [a.case])[0]
     shape, window, stride = case.shape, case.kernel_size, tuple(a.stride)
-    params = semantics.make_params(shape, window, stride, 1, False)
-    config = AttentionConfig(shape, params, case.head_dim ** -0.5, a.backend)
     sds = jax.ShapeDtypeStruct((1, *shape, case.heads, case.head_dim), jnp.bfloat16)
-    extra = jax.ShapeDtypeStruct((1, 0, case.heads, case.head_dim), jnp.bfloat16)
-    kcase = backends.make_case(config, sds, sds, sds, extra)
+    kcase = backends.case_for(sds, sds, sds, window, stride, backend=a.backend)
+    config = kcase.config
     q_tokens, kv_tokens = backends.kernel_tiles(a.backend, kcase, backends.FORWARD)
     sides = backends.kernel_family(a.backend).max_tile_sides(config)
     fits = lambda box: all(t <= m for t, m in zip(box, sides))  # noqa: E731

@@ -169,17 +169,14 @@ def kernel_refusal(case: Case, backend: str) -> str | None:
     """Why kernel family ``backend`` would refuse ``case``'s forward (None: it serves it)."""
     if backend in (None, "reference"):
         return None
-    from jax_gna._config import AttentionConfig
-    params = make_params(case.spatial, case.kernel_size, case.stride, case.dilation,
-                         case.causal)
-    config = AttentionConfig(case.spatial, params, case.head_dim ** -0.5, backend)
     sds = jax.ShapeDtypeStruct
     dt = jnp.dtype(case.dtype)
     q = sds((case.batch, *case.spatial, case.heads_q, case.head_dim), dt)
     k = sds((case.batch, *case.spatial, case.heads_kv, case.head_dim), dt)
     v = sds((case.batch, *case.spatial, case.heads_kv, case.head_dim_v), dt)
     e = sds((case.batch, case.n_extra, case.heads_kv, case.head_dim), dt)
-    c = backends.make_case(config, q, k, v, e)
+    c = backends.case_for(q, k, v, case.kernel_size, case.stride, case.dilation, case.causal,
+                          additional_keys=e, backend=backend)
     return backends.kernel_family(backend).unsupported_reason(c, backends.FORWARD,
                                                               backends.cuda_arch())
 
