@@ -90,3 +90,26 @@ def check_tile(tile, rank: int, name: str):
         if t < 1:
             raise ValueError(f"{name}[{ax}]={t} must be >= 1")
     return tile
+
+
+def check_query_boxes(boxes, spatial: tuple[int, ...]) -> tuple:
+    """One or more query boxes ``((lo, hi), ...)`` per spatial dim, each non-empty inside the
+    grid; returned as a tuple of tuples of int pairs (hashable, for the config)."""
+    if not isinstance(boxes, (tuple, list)) or not boxes:
+        raise ValueError(f"query_boxes must be a non-empty sequence of boxes; got {boxes!r}")
+    out = []
+    for i, box in enumerate(boxes):
+        try:
+            pairs = tuple((int(lo), int(hi)) for lo, hi in box)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"query_boxes[{i}] must be ((lo, hi), ...) per spatial dim; got "
+                            f"{box!r}") from e
+        if len(pairs) != len(spatial):
+            raise ValueError(f"query_boxes[{i}] has {len(pairs)} ranges for {len(spatial)} "
+                             f"spatial dim(s)")
+        for d, ((lo, hi), n) in enumerate(zip(pairs, spatial)):
+            if not 0 <= lo < hi <= n:
+                raise ValueError(f"query_boxes[{i}][{d}] = ({lo}, {hi}) must satisfy "
+                                 f"0 <= lo < hi <= {n} (spatial size along dim {d})")
+        out.append(pairs)
+    return tuple(out)

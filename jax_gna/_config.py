@@ -25,10 +25,22 @@ class AttentionConfig:
     kv_tile: tuple[int, ...] | None = None
     # Backward without order-dependent atomics (kernels only; the reference always is).
     deterministic: bool = False
+    # Queries to compute: [lo, hi) per spatial dim, or None for all. Outside the box the
+    # output is 0 and the LSE -inf (no gradient flows from there); kernels skip the Q tiles
+    # that hold no query of the box. Internal: context parallelism's local step computes its
+    # slab's queries only (jax_gna/context_parallel.py).
+    query_box: tuple[tuple[int, int], ...] | None = None
 
     @property
     def rank(self) -> int:
         return len(self.spatial_shape)
+
+    @property
+    def query_ranges(self) -> tuple[tuple[int, int], ...]:
+        """The query box, or the whole grid when there is none."""
+        if self.query_box is None:
+            return tuple((0, n) for n in self.spatial_shape)
+        return self.query_box
 
     def replace(self, **changes) -> "AttentionConfig":
         return dataclasses.replace(self, **changes)

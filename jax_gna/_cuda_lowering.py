@@ -15,8 +15,9 @@ shape) and ``dextra_accum`` (``[2, splits, B, E, Hkv, D]`` partial dK/dV of the 
 tokens per split of the Q tiles; ``[0]`` without additional tokens).
 
 Attributes: ``backend`` (str), ``kernel_size``, ``stride``, ``dilation``, ``is_causal``,
-``q_tile``, ``kv_tile`` (int64 ``[rank]``), ``scale`` (f32), and ``deterministic`` (bool,
-backward).
+``q_tile``, ``kv_tile`` (int64 ``[rank]``), ``query_begin``, ``query_end`` (int64 ``[rank]``:
+``config.query_box``, the queries the kernels compute; ``[0, L)`` per dim by default),
+``scale`` (f32), and ``deterministic`` (bool, backward).
 
 Tile boxes: ``config.q_tile`` / ``config.kv_tile`` when given and their token counts match
 the kernel instantiation of that direction (forward and backward kernels may use different
@@ -177,6 +178,8 @@ def _attributes(config: AttentionConfig, kernel_name: str, q_box, kv_box) -> dic
         is_causal=np.asarray([int(c) for c in p.is_causal], np.int64),
         q_tile=np.asarray(q_box, np.int64),
         kv_tile=np.asarray(kv_box, np.int64),
+        query_begin=np.asarray([lo for lo, _ in config.query_ranges], np.int64),
+        query_end=np.asarray([hi for _, hi in config.query_ranges], np.int64),
         scale=np.float32(config.scale),
     )
 

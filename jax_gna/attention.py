@@ -17,7 +17,7 @@ from jax_gna import _checks, backends, explicit_sharding, semantics
 from jax_gna._config import AttentionConfig
 from jax_gna.primitives import gna_bwd_p, gna_fwd_p
 
-__all__ = ["attention", "na1d", "na2d", "na3d", "merge_attentions"]
+__all__ = ["attention", "attention_in_boxes", "na1d", "na2d", "na3d", "merge_attentions"]
 
 
 def attention(query, key, value, kernel_size, stride=1, dilation=1, is_causal=False,
@@ -46,6 +46,21 @@ def attention(query, key, value, kernel_size, stride=1, dilation=1, is_causal=Fa
       ``out`` ``[batch, *spatial, heads_q, head_dim_v]`` in query's dtype, and the LSE when
       ``return_lse``.
     """
+    config, operands = _prepare(query, key, value, kernel_size, stride, dilation, is_causal,
+                                scale, additional_keys, additional_values, backend, q_tile,
+                                kv_tile, deterministic)
+    # Explicit mesh axes: the call runs per shard inside shard_map (jax_gna.explicit_sharding);
+    # Auto axes: jax_gna.partitioning's rule partitions the custom call.
+    result = explicit_sharding.shard_explicit(functools.partial(_call, config=config), *operands)
+    out, lse = _call(*operands, config=config) if result is None else result
+    return (out, lse) if return_lse else out
+
+
+def _prepare(query, key, value, kernel_size, stride, dilation, is_causal, scale,
+             additional_keys, additional_values, backend, q_tile=None, kv_tile=None,
+             deterministic=False):
+    """Validate a call (errors name the argument); return its config and the five operands
+    (empty additional keys/values when there are none)."""
     rank = _checks.check_tensors(query, key, value, additional_keys, additional_values)
     spatial = tuple(int(n) for n in query.shape[1:1 + rank])
     params = semantics.make_params(spatial, kernel_size, stride, dilation, is_causal)
@@ -66,12 +81,34 @@ def attention(query, key, value, kernel_size, stride=1, dilation=1, is_causal=Fa
         additional_values = jnp.zeros((b, 0, hkv, value.shape[-1]), value.dtype)
     if backend is not None and backend != backends.REFERENCE:
         _check_requested_kernel(config, query, key, value, additional_keys)
-    operands = (query, key, value, additional_keys, additional_values)
-    # Explicit mesh axes: the call runs per shard inside shard_map (jax_gna.explicit_sharding);
-    # Auto axes: jax_gna.partitioning's rule partitions the custom call.
-    result = explicit_sharding.shard_explicit(functools.partial(_call, config=config), *operands)
-    out, lse = _call(*operands, config=config) if result is None else result
-    return (out, lse) if return_lse else out
+    return config, (query, key, value, additional_keys, additional_values)
+
+
+def attention_in_boxes(query, key, value, kernel_size, stride=1, dilation=1, is_causal=False,
+                       scale=None, *, query_boxes, box_index=0, additional_keys=None,
+                       additional_values=None, backend=None):
+    """``attention`` computing only the queries of one box; returns ``(out, lse)``.
+
+    ``query_boxes``: one or more boxes, each ``((lo, hi), ...)`` per spatial dim (static);
+    ``box_index`` (an int32 scalar, may be traced, e.g. a device's ``axis_index``) picks the
+    box of this call. Outside the box the output is 0 and the LSE ``-inf``, and no gradient
+    flows from there; the kernels skip Q tiles that hold no query of the box, so the cost
+    follows the box, not the grid. Several boxes compile to one ``lax.switch`` over the
+    branches (static boxes keep the kernels' launch grids static). Context parallelism's
+    local step (``jax_gna.context_parallel``) is the user: each device computes its slab.
+    """
+    config, operands = _prepare(query, key, value, kernel_size, stride, dilation, is_causal,
+                                scale, additional_keys, additional_values, backend)
+    boxes = _checks.check_query_boxes(query_boxes, config.spatial_shape)
+    configs = tuple(config.replace(query_box=box) for box in boxes)
+    if len(configs) == 1:
+        return _call(*operands, config=configs[0])
+    index = jnp.asarray(box_index, jnp.int32)
+    if index.shape != ():
+        raise ValueError(f"box_index must be an int32 scalar; got shape {index.shape}")
+    xs = _match_varying_axes(*operands, index)
+    out, lse = _gna_switch(*xs, configs)
+    return out, lse
 
 
 def _call(q, k, v, ek, ev, *, config):
@@ -132,22 +169,50 @@ na3d = _rank_checked(3, "na3d")
 # ----------------------------------------------------------------------------------------
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _gna(q, k, v, ek, ev, config):
-    return tuple(gna_fwd_p.bind(q, k, v, ek, ev, config=config))
+def _in_box(config, trailing: int):
+    """Boolean ``[1, *spatial, 1 x trailing]``: inside ``config.query_box``."""
+    shape = (1,) + config.spatial_shape + (1,) * trailing
+    inside = None
+    for d, (lo, hi) in enumerate(config.query_box):
+        i = jax.lax.broadcasted_iota(jnp.int32, shape, 1 + d)
+        m = (i >= lo) & (i < hi)
+        inside = m if inside is None else inside & m
+    return inside
 
 
-def _gna_fwd(q, k, v, ek, ev, config):
+def _forward(q, k, v, ek, ev, config):
     out, lse = gna_fwd_p.bind(q, k, v, ek, ev, config=config)
+    if config.query_box is not None:   # kernels leave rows outside the box unwritten
+        out = jnp.where(_in_box(config, 2), out, jnp.zeros((), out.dtype))
+        lse = jnp.where(_in_box(config, 1), lse, jnp.asarray(-jnp.inf, lse.dtype))
+    return out, lse
+
+
+def _backward(config, q, k, v, ek, ev, out, lse, dout, dlse):
+    dout, dlse = dout.astype(out.dtype), dlse.astype(lse.dtype)
+    if config.query_box is not None:
+        # Rows outside the box: LSE +inf makes their probabilities exactly 0 (so they add
+        # nothing to dK/dV even where a kernel computes them), and their cotangents are 0.
+        lse = jnp.where(_in_box(config, 1), lse, jnp.asarray(jnp.inf, lse.dtype))
+        dout = jnp.where(_in_box(config, 2), dout, jnp.zeros((), dout.dtype))
+        dlse = jnp.where(_in_box(config, 1), dlse, jnp.zeros((), dlse.dtype))
+    grads = tuple(gna_bwd_p.bind(q, k, v, ek, ev, out, lse, dout, dlse, config=config))
+    if config.query_box is not None:
+        grads = (jnp.where(_in_box(config, 2), grads[0], jnp.zeros((), grads[0].dtype)),
+                 *grads[1:])
+    return grads
+
+
+def _residuals(q, k, v, ek, ev, out, lse):
     # No additional tokens: save no (empty) residuals for them; the backward rebuilds the
     # empty arrays from K/V's shapes (_checks makes them share the query's dtype). Empty
     # residuals crossing a shard_map boundary are unused inputs of the backward's manual
     # computation, which Shardy's unused-input rewrite then has to remove.
     extra = (ek, ev) if ek.shape[1] else None
-    return (out, lse), (q, k, v, extra, out, lse)
+    return q, k, v, extra, out, lse
 
 
-def _gna_bwd(config, residuals, cotangents):
+def _unpack(residuals):
     q, k, v, extra, out, lse = residuals
     if extra is None:
         ek = jnp.zeros((k.shape[0], 0) + k.shape[-2:], k.dtype)
@@ -155,12 +220,47 @@ def _gna_bwd(config, residuals, cotangents):
         ek, ev = _match_varying_axes(q, ek, ev)[1:]
     else:
         ek, ev = extra
-    dout, dlse = cotangents
-    return tuple(gna_bwd_p.bind(q, k, v, ek, ev, out, lse, dout.astype(out.dtype),
-                                dlse.astype(lse.dtype), config=config))
+    return q, k, v, ek, ev, out, lse
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _gna(q, k, v, ek, ev, config):
+    return _forward(q, k, v, ek, ev, config)
+
+
+def _gna_fwd(q, k, v, ek, ev, config):
+    out, lse = _forward(q, k, v, ek, ev, config)
+    return (out, lse), _residuals(q, k, v, ek, ev, out, lse)
+
+
+def _gna_bwd(config, residuals, cotangents):
+    return _backward(config, *_unpack(residuals), *cotangents)
 
 
 _gna.defvjp(_gna_fwd, _gna_bwd)
+
+
+# One of several query boxes, chosen at run time: a lax.switch inside the custom_vjp (not
+# autodiff through a switch), so residuals are saved once, outside the branches.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def _gna_switch(q, k, v, ek, ev, index, configs):
+    branches = [functools.partial(_forward, config=c) for c in configs]
+    return tuple(jax.lax.switch(index, branches, q, k, v, ek, ev))
+
+
+def _gna_switch_fwd(q, k, v, ek, ev, index, configs):
+    out, lse = _gna_switch(q, k, v, ek, ev, index, configs)
+    return (out, lse), (_residuals(q, k, v, ek, ev, out, lse), index)
+
+
+def _gna_switch_bwd(configs, residuals, cotangents):
+    residuals, index = residuals
+    branches = [functools.partial(_backward, c) for c in configs]
+    grads = jax.lax.switch(index, branches, *_unpack(residuals), *cotangents)
+    return (*grads, None)
+
+
+_gna_switch.defvjp(_gna_switch_fwd, _gna_switch_bwd)
 
 
 # ----------------------------------------------------------------------------------------

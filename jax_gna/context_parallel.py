@@ -23,22 +23,27 @@ get the borders wrong. What this module does instead, per sharded dim:
    slab); window positions no real query sees are zeros, not fetched. Nothing else moves: no
    all-gather of K/V. The backward of ``ppermute`` is the reverse ``ppermute``, so halo
    gradients flow back to their owners through JAX autodiff.
-3. Local step: queries are placed at offset ``p * Ll - lo_p`` of a zero query buffer of length
-   ``Le`` and ``jax_gna.attention`` runs the standard problem on ``(query buffer, keys of the
-   window)``; the slab's rows of the output/LSE are sliced back out. Padding queries cost
-   compute (efficiency ``Ll / Le``, logged) but never touch real results: their outputs are
-   dropped and their cotangents are zero, so they add nothing to dK/dV.
+3. Local step: queries are placed at offset ``p * Ll - lo_p`` of a query buffer of length
+   ``Le`` and ``jax_gna.attention_in_boxes`` runs the standard problem on ``(query buffer,
+   keys of the window)`` computing only the slab's queries (the box ``[offset, offset + Ll)``
+   along the dim: the kernels skip every Q tile that holds no slab query, so a device
+   computes about ``Ll`` rows, rounded out to its Q tiles, not ``Le``); the slab's rows of
+   the output/LSE are sliced back out. Devices whose offsets differ take different static
+   boxes through one ``lax.switch``. The padding queries never touch real results: outside
+   the box the output is 0, the LSE ``-inf`` and no gradient flows, so they add nothing to
+   dK/dV.
 
-Because step 3 is an ordinary ``jax_gna.attention`` call, the local step uses the same
+Because step 3 is an ordinary ``jax_gna`` attention call, the local step uses the same
 backend choice as any call (``jax_gna.backends``): the CUDA kernels where they serve the case
 (dtype, head dim, architecture), the jnp reference otherwise. Nothing about context
 parallelism forces the reference.
 
 Cost model. Communication: the halos, about ``(k - 1) * d`` positions per device for a
-sliding window (half each side; causal: left only), of K and V. Compute: the local problem is
-``Le ~ Ll + (k - 1) * d`` long (more with stride alignment), so the padding costs
-``Le / Ll - 1`` extra work. Context parallelism pays when ``Ll >> (k - 1) * d``. Blocked
-attention with slab boundaries on block boundaries (``s == k``, ``Ll % k == 0``,
+sliding window (half each side; causal: left only), of K and V. Compute: the slab's queries
+rounded out to whole Q tiles of the kernel; without the query box the local problem would
+compute all ``Le`` rows (``HaloPlan.efficiency = Ll / Le`` is the useful fraction of those,
+what context parallelism scaled at before the box). The reference computes every row and
+masks. Blocked attention with slab boundaries on block boundaries (``s == k``, ``Ll % k == 0``,
 ``L % k == 0``) needs no halo and no padding.
 
 Additional keys/values are not split: every device needs all of them (pass them replicated
@@ -57,7 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_gna import _checks, semantics
-from jax_gna.attention import attention
+from jax_gna.attention import attention, attention_in_boxes
 
 __all__ = ["context_parallel_attention", "context_parallel_attention_on_mesh", "HaloPlan",
            "plan_halo"]
@@ -281,25 +286,43 @@ def context_parallel_attention(query, key, value, kernel_size, stride=1, dilatio
         return (out, lse) if return_lse else out
 
     axis = 1 + spatial_axis
-    offset = jnp.asarray(np.asarray(plan.query_offsets, np.int32))[
-        jax.lax.axis_index(axis_name)]
+    device = jax.lax.axis_index(axis_name)
+    offset = jnp.asarray(np.asarray(plan.query_offsets, np.int32))[device]
     k_win = _window_of(key, plan, axis, axis_name, offset)
     v_win = _window_of(value, plan, axis, axis_name, offset)
     q_shape = query.shape[:axis] + (plan.window,) + query.shape[axis + 1:]
     q_win = jax.lax.dynamic_update_slice_in_dim(jnp.zeros(q_shape, query.dtype), query,
                                                 offset, axis=axis)
-    out, lse = attention(q_win, k_win, v_win, params.kernel_size, params.stride,
-                         params.dilation, params.is_causal, scale, **kwargs)
+    # Only the slab's queries are computed (one static box per distinct offset; the kernels
+    # skip the Q tiles of the padding queries): the compute follows the slab, not Le.
+    boxes, branch = _query_boxes(plan, spatial_axis, global_shape)
+    del kwargs["return_lse"]
+    out, lse = attention_in_boxes(
+        q_win, k_win, v_win, params.kernel_size, params.stride, params.dilation,
+        params.is_causal, scale, query_boxes=boxes,
+        box_index=jnp.asarray(np.asarray(branch, np.int32))[device], **kwargs)
     out = jax.lax.dynamic_slice_in_dim(out, offset, slab, axis=axis)
     lse = jax.lax.dynamic_slice_in_dim(lse, offset, slab, axis=axis)
     return (out, lse) if return_lse else out
+
+
+def _query_boxes(plan: HaloPlan, spatial_axis: int, global_shape) -> tuple[tuple, list]:
+    """The local problem's query boxes (the slab inside the window, whole along the other
+    dims): one per distinct offset, and which one each device takes."""
+    offsets = sorted(set(plan.query_offsets))
+    boxes = []
+    for off in offsets:
+        box = [(0, n) for n in global_shape]
+        box[spatial_axis] = (off, off + plan.slab)
+        boxes.append(tuple(box))
+    return tuple(boxes), [offsets.index(o) for o in plan.query_offsets]
 
 
 def _log_plan(plan: HaloPlan, spatial_axis: int, axis_name) -> None:
     left_hops, right_hops = plan.hops()
     logger.debug(
         "jax_gna context parallel: spatial dim %d (L=%d) over axis %r (%d devices, slab %d): "
-        "local problem length %d (efficiency %.2f), halo left %d (%d hop(s)), right %d "
+        "local problem length %d (slab rows %.2f of it; only their Q tiles run), halo left %d (%d hop(s)), right %d "
         "(%d hop(s)); the local step is a standard jax_gna.attention call (kernel where one "
         "serves it, else the reference)", spatial_axis, plan.length, axis_name, plan.devices,
         plan.slab, plan.window, plan.efficiency, plan.left, left_hops, plan.right,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one GPU script: build, GPU tests, sanitizer, benchmark; a short table last.
 #
-#   bash scripts/gpu_check.sh [all|build|smoke|suite|dispatch|sanitize|sanitize90|large|sm90self|reference|bench|dit|cli|tiles|scaling]...
+#   bash scripts/gpu_check.sh [all|build|smoke|suite|dispatch|sanitize|sanitize90|large|sm90self|reference|bench|dit|cli|tiles|ncu|scaling]...
 #
 # Runs on a CUDA machine without network access (the H200 of the device tool): wheels that
 # image lacks (nvidia-cutlass) come from .whl/; a CUDA library prebuilt elsewhere may come in
@@ -79,7 +79,7 @@ want dispatch && run_stage dispatch 300 python3 -m pytest -q -p no:cacheprovider
 want large && run_stage large 400 python3 -m pytest -q -p no:cacheprovider \
   tests/gpu/test_large_tensor.py
 if want sanitize; then   # sm80 kernels through JAX: forward, backward, deterministic backward
-  for case in ${SANITIZE_CASES:-2d_mixed 3d_causal_t 1d_gqa_extra_causal 2d_extra}; do
+  for case in ${SANITIZE_CASES:-2d_mixed 3d_causal_t 1d_gqa_extra_causal 2d_extra 3d_query_range}; do
     for tool in memcheck racecheck; do
       run_stage "${tool}_$case" 300 compute-sanitizer --tool "$tool" --kernel-name kns=jax_gna \
         --error-exitcode 9 python3 tests/gpu/test_kernels_sm80_smoke.py -k "$case"
@@ -111,6 +111,21 @@ if [[ " ${STAGES[*]} " == *" tiles "* ]]; then
     set -- $c
     run_stage "tiles_$1" 200 python3 scripts/tile_sweep.py --case "$1" --stride "${@:2}" \
       --top "${SWEEP_TOP:-8}"
+  done
+fi
+# Nsight Compute of the sm90 forward kernel (named only): one launch per case, clocks not
+# locked (what the benchmark sees); NCU_CASES: "name|profile CLI args" entries.
+if [[ " ${STAGES[*]} " == *" ncu "* ]]; then
+  IFS=';' read -ra ncu_cases <<< "${NCU_CASES:-seq32k|-i 32768 -w 2048 -s 2048;hunyuan_s1|-i 30 48 80 -w 18 24 24}"
+  for c in "${ncu_cases[@]}"; do
+    # (command buffers off: ncu does not see kernels that XLA replays inside CUDA graphs)
+    run_stage "ncu_${c%%|*}" 300 env XLA_FLAGS="--xla_gpu_enable_command_buffer=" \
+      ncu --clock-control none --kernel-name regex:gna_fwd_sm90 \
+      --launch-skip 2 --launch-count 1 --section SpeedOfLight --section Occupancy \
+      --section LaunchStats --section WarpStateStats --section SchedulerStats \
+      --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+      python3 -m jax_gna.profile ${c#*|} --heads 24 --head-dim 128 --backend sm90 \
+      --warmup 1 --repeats 1 --input-sets 1
   done
 fi
 # Multi-GPU scaling runs only when named (it needs a machine of several GPUs).

@@ -152,13 +152,29 @@ def measure(mode: str, layer: Layer, direction: str, devices, args) -> dict:
     row = {"mode": mode, "direction": direction, "devices": n, "median_ms": timing.median_ms,
            "min_ms": timing.min_ms, "collectives": collective_summary(hlo),
            "tflops": effective_flops(layer, direction) / timing.median_s / 1e12}
+    # Same inputs on every device count: the sharded results must equal the one-device ones
+    # (to bf16 rounding of the kernels' different tilings).
+    results = [np.asarray(x, np.float32) for x in jax.tree.leaves(fn(*arrays))]
+    if n == 1:
+        _ONE_DEVICE[(mode, direction)] = results
+    elif (mode, direction) in _ONE_DEVICE:
+        row["rel_err"] = max(_rel_err(x, y) for x, y in zip(results,
+                                                            _ONE_DEVICE[(mode, direction)]))
     if mode == "context" and n > 1:
         from jax_gna.context_parallel import plan_halo
         plan = plan_halo(layer.spatial[0], n, layer.window[0], 1, 1, False)
-        row["notes"] = (f"slab {plan.slab}, local problem {plan.window} "
-                        f"(efficiency {plan.efficiency:.2f}), halo {plan.left}+{plan.right}")
+        row["notes"] = (f"slab {plan.slab}, local problem {plan.window} (computed: the "
+                        f"slab's Q tiles), halo {plan.left}+{plan.right}")
     del arrays
     return row
+
+
+_ONE_DEVICE: dict = {}   # (mode, direction) -> results on one device, for the comparison
+
+
+def _rel_err(x, ref) -> float:
+    den = float(np.linalg.norm(ref))
+    return float(np.linalg.norm(x - ref)) / (den if den > 0 else 1.0)
 
 
 def backend_note(layer: Layer, backend) -> str:
@@ -190,6 +206,8 @@ def print_table(rows):
         else:
             sp, eff = f"{'-':>8}", f"{'-':>6}"
         note = r["collectives"] + (f"; {r['notes']}" if r.get("notes") else "")
+        if "rel_err" in r:
+            note += f"; max rel err vs 1 device {r['rel_err']:.1e}"
         print(f"{r['mode']:8} {r['direction']:7} {r['devices']:3d} {r['median_ms']:10.3f} "
               f"{sp} {eff} {r['tflops']:8.3g}  {note}")
 

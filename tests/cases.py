@@ -40,6 +40,8 @@ class Case:
     n_extra: int = 0
     dtype: str = "float32"
     seed: int = 0
+    # Compute only these queries ((lo, hi) per dim; jax_gna.attention_in_boxes), or all.
+    query_box: tuple[tuple[int, int], ...] | None = None
 
     @property
     def heads_q(self):
@@ -49,7 +51,8 @@ class Case:
         return (f"{'x'.join(map(str, self.spatial))} k{self.kernel_size} s{self.stride} "
                 f"d{self.dilation} c{tuple(int(c) for c in self.causal)} b{self.batch} "
                 f"h{self.heads_q}/{self.heads_kv} D{self.head_dim}/{self.head_dim_v} "
-                f"E{self.n_extra} {self.dtype}")
+                f"E{self.n_extra} {self.dtype}"
+                + (f" box{self.query_box}" if self.query_box else ""))
 
 
 def _dim(draw, max_len):
@@ -62,8 +65,9 @@ def _dim(draw, max_len):
 
 
 @st.composite
-def random_cases(draw, kernel: str | None = None):
-    """Configurations for the reference (kernel=None) or a kernel family."""
+def random_cases(draw, kernel: str | None = None, query_box: bool = False):
+    """Configurations for the reference (kernel=None) or a kernel family; with
+    ``query_box``, each with a random box of queries to compute."""
     rank = draw(st.integers(1, 3))
     if kernel is None:
         max_len = {1: 40, 2: 12, 3: 7}[rank]
@@ -80,12 +84,19 @@ def random_cases(draw, kernel: str | None = None):
         dims_ok = sorted(fam.head_dims[backends.FORWARD] & fam.head_dims.get(
             backends.BACKWARD, fam.head_dims[backends.FORWARD]))
         d = dv = draw(st.sampled_from(dims_ok))
+    box = None
+    if query_box:
+        box = []
+        for length, *_ in dims:
+            lo = draw(st.integers(0, length - 1))
+            box.append((lo, draw(st.integers(lo + 1, length))))
+        box = tuple(box)
     return Case(spatial=tuple(x[0] for x in dims), kernel_size=tuple(x[1] for x in dims),
                 stride=tuple(x[2] for x in dims), dilation=tuple(x[3] for x in dims),
                 causal=tuple(x[4] for x in dims), batch=draw(st.integers(1, 2)),
                 heads_kv=draw(st.integers(1, 2)), groups=draw(st.sampled_from([1, 1, 2, 3])),
                 head_dim=d, head_dim_v=dv, n_extra=draw(st.sampled_from([0, 0, 1, 5])),
-                dtype=dtype, seed=draw(st.integers(0, 2**31 - 1)))
+                dtype=dtype, seed=draw(st.integers(0, 2**31 - 1)), query_box=box)
 
 
 # Edge shapes in the spirit of NATTEN's tests: tiny grids, window == grid, blocked, even
@@ -150,10 +161,14 @@ def _run_backend(case: Case, backend: str, inputs):
 
     def f(q, k, v, ek, ev, dout, dlse):
         def fwd(q, k, v, ek, ev):
+            extras = dict(additional_keys=ek if has_extra else None,
+                          additional_values=ev if has_extra else None, backend=backend)
+            if case.query_box is not None:
+                return jax_gna.attention_in_boxes(
+                    q, k, v, case.kernel_size, case.stride, case.dilation, case.causal,
+                    query_boxes=(case.query_box,), **extras)
             return jax_gna.attention(q, k, v, case.kernel_size, case.stride, case.dilation,
-                                     case.causal, additional_keys=ek if has_extra else None,
-                                     additional_values=ev if has_extra else None,
-                                     return_lse=True, backend=backend)
+                                     case.causal, return_lse=True, **extras)
         (out, lse), vjp = jax.vjp(fwd, q, k, v, ek, ev)
         return out, lse, vjp((dout, dlse))
 
@@ -204,11 +219,25 @@ def check_case(case: Case, backend: str) -> dict | None:
                          case.causal)
     scale = case.head_dim ** -0.5
     ref_out, ref_lse = oracle.forward(q, k, v, case.spatial, params, scale, ek, ev)
-    ref_grads = oracle.backward(q, k, v, case.spatial, params, scale, dout, dlse, ek, ev)
+    inside = np.ones(ref_lse.shape, bool)
+    if case.query_box is not None:
+        # Outside the box: output 0, LSE -inf, and no gradient flows from there.
+        for d, (lo, hi) in enumerate(case.query_box):
+            i = np.arange(case.spatial[d]).reshape((1,) * (1 + d) + (-1,)
+                                                   + (1,) * (len(case.spatial) - d))
+            inside = inside & (i >= lo) & (i < hi)
+        ref_out = np.where(inside[..., None], ref_out, 0.0)
+        dout = np.where(inside[..., None], dout, 0.0)
+        dlse = np.where(inside, dlse, 0.0)
+    ref_grads = list(oracle.backward(q, k, v, case.spatial, params, scale, dout, dlse, ek,
+                                     ev))
+    if case.query_box is not None:
+        ref_grads[0] = np.where(inside[..., None], ref_grads[0], 0.0)
     tol = tolerances(case.dtype)
+    lse_in, lse_out = lse[inside], lse[~inside]
     errs = {"out": oracle.rel_err(out, ref_out),
-            "lse": float(np.max(np.abs(lse - ref_lse))) if np.all(np.isfinite(lse))
-            else math.inf}
+            "lse": float(np.max(np.abs(lse_in - ref_lse[inside])))
+            if np.all(np.isfinite(lse_in)) and np.all(lse_out == -np.inf) else math.inf}
     names = ("dq", "dk", "dv", "dek", "dev") if ek is not None else ("dq", "dk", "dv")
     for name, g, r in zip(names, grads, ref_grads):
         errs[name] = oracle.rel_err(g, r)

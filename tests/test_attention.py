@@ -58,6 +58,25 @@ def test_random_configurations(backend):
           f"{len(refused)} refused by it (checked, and passed with the selection rule)")
 
 
+def test_query_boxes(backend):
+    """Computing only a box of queries (context parallelism's local step): inside the box
+    exactly the full result, outside output 0 / LSE -inf / no gradient; the kernels skip
+    the Q tiles outside the box (their unwritten rows are masked)."""
+    kernel = None if backend == "reference" else backend
+    count = max(10, REFERENCE_EXAMPLES // 10 if kernel is None else KERNEL_EXAMPLES // 5)
+    seen = []
+
+    @settings(max_examples=count, database=None)
+    @given(random_cases(kernel, query_box=True))
+    def run(case):
+        if check_case(case, backend) is not None:
+            seen.append(case)
+
+    run()
+    assert len(seen) >= min(count, 10), f"only {len(seen)} configurations ran"
+    print(f"\n{backend}: {len(seen)} random query boxes passed")
+
+
 @given(st.data())
 @settings(max_examples=3, database=None)
 def test_reference_is_deterministic(data):

@@ -15,7 +15,10 @@
 //     the extra-token tiles cover [0, E) once;
 //  4. backward: per KV tile, the Q box holds every query that sees any of its keys, interior
 //     pairs are all-visible, the inverse-window mask equals brute force, and the extra-token
-//     splits cover all Q tiles once.
+//     splits cover all Q tiles once;
+//  5. with a query range (ProblemShape::query_begin/end, half the problems): the Q tiles of
+//     the forward grid and of the backward's inverse boxes cover every query of the range
+//     (each once), and each of them reaches into the range (window.h group_tiling_range).
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -96,6 +99,16 @@ static Problem random_problem(std::mt19937& rng) {
   pr.shape.batch = 1;
   pr.shape.heads_q = pr.shape.heads_kv = 1;
   pr.shape.num_extra = rnd(rng, 0, 1) ? rnd(rng, 1, 40) : 0;
+  for (int d = 0; d < 3; ++d) {
+    const int L = pr.shape.dims[d].length;
+    pr.shape.query_begin[d] = 0;
+    pr.shape.query_end[d] = rnd(rng, 0, 1) ? kAllQueries : L;
+    if (rnd(rng, 0, 1)) {  // a random non-empty range [lo, hi)
+      const int lo = rnd(rng, 0, L - 1);
+      pr.shape.query_begin[d] = lo;
+      pr.shape.query_end[d] = rnd(rng, lo + 1, L);
+    }
+  }
   const int q_choices[] = {16, 32, 64, 128};
   const int kv_choices[] = {8, 16, 32, 64};
   pr.q_tokens = q_choices[rnd(rng, 0, 3)];
@@ -140,6 +153,13 @@ static bool row_coords(const DimTile t[3], const int box[3], int r, const Proble
   return valid;
 }
 
+static bool in_query_range(const int qc[3], const ProblemShape& s) {
+  for (int d = 0; d < 3; ++d) {
+    if (qc[d] < s.query_begin[d] || qc[d] >= s.query_end[d]) return false;
+  }
+  return true;
+}
+
 static bool sees3(const int qc[3], const int kc[3], const ProblemShape& s) {
   for (int d = 0; d < 3; ++d) {
     if (!spec_sees(qc[d], kc[d], s.dims[d])) return false;
@@ -150,7 +170,7 @@ static bool sees3(const int qc[3], const int kc[3], const ProblemShape& s) {
 static void check_problem(const Problem& pr) {
   const ProblemShape& s = pr.shape;
   const TileShape& tiles = pr.tiles;
-  const TileGrid qg = tile_grid(s, tiles.q);
+  const TileGrid qg = q_tile_grid(s, tiles.q);
   const TileGrid kg = tile_grid(s, tiles.kv);
   int64_t n_tokens = 1;
   for (int d = 0; d < 3; ++d) n_tokens *= s.dims[d].length;
@@ -163,6 +183,13 @@ static void check_problem(const Problem& pr) {
       DimTile q[3];
       decode_tile(x, qg, s, tiles.q, heavy != 0, q);
       seen.insert({q[0].group, q[0].begin, q[1].group, q[1].begin, q[2].group, q[2].begin});
+      for (int d = 0; d < 3; ++d) {  // the tile (unclipped) meets the range's group-local
+        const int dil = s.dims[d].dilation;  // hull, the same for every group
+        const int lo = s.query_begin[d] / dil;
+        const int hi = ceil_div(imin(s.query_end[d], s.dims[d].length), dil);
+        CHECK(q[d].begin < hi && q[d].begin + tiles.q[d] > lo,
+              "dim %d: Q tile [%d, +%d) outside [%d, %d)", d, q[d].begin, tiles.q[d], lo, hi);
+      }
       const TileRows rows = tile_rows(q, s);
       const int64_t strides[3] = {int64_t(s.dims[1].length) * s.dims[2].length,
                                   s.dims[2].length, 1};
@@ -181,8 +208,13 @@ static void check_problem(const Problem& pr) {
     }
     CHECK(int64_t(seen.size()) == qg.total(), "distinct tiles %zu vs %lld", seen.size(),
           (long long)qg.total());
-    for (int64_t t = 0; t < n_tokens; ++t) CHECK(token_hits[t] == 1, "token %lld hit %d",
-                                                 (long long)t, token_hits[t]);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      const int c[3] = {int(t / (int64_t(s.dims[1].length) * s.dims[2].length)),
+                        int(t / s.dims[2].length % s.dims[1].length),
+                        int(t % s.dims[2].length)};
+      CHECK(in_query_range(c, s) ? token_hits[t] == 1 : token_hits[t] <= 1,
+            "token %lld hit %d", (long long)t, token_hits[t]);
+    }
   }
 
   // 3. forward visit lists and masks.
@@ -300,7 +332,7 @@ static void check_problem(const Problem& pr) {
       for (int64_t qt = 0; qt < n_tokens; ++qt) {
         int qc[3] = {int(qt / (int64_t(s.dims[1].length) * s.dims[2].length)),
                      int(qt / s.dims[2].length % s.dims[1].length), int(qt % s.dims[2].length)};
-        if (!sees3(qc, kc, s)) continue;
+        if (!in_query_range(qc, s) || !sees3(qc, kc, s)) continue;
         int tb[3];
         for (int d = 0; d < 3; ++d) {
           tb[d] = qc[d] / s.dims[d].dilation / tiles.q[d] * tiles.q[d];

@@ -54,6 +54,10 @@ class Case:
     # Tile boxes (per dim) by direction; None: a box of the kernel's token count is derived.
     q_tile: tuple = None
     kv_tile: tuple = None
+    # Queries to compute ((lo, hi) per dim; the kernels' query_begin/query_end): only these
+    # rows are compared (others may be unwritten); the backward gets LSE +inf and zero
+    # cotangents outside, as jax_gna.attention_in_boxes passes them.
+    query_box: tuple = None
 
 
 def _cases() -> list[Case]:
@@ -85,6 +89,11 @@ def _cases() -> list[Case]:
                       heads_q=4, heads_kv=2, head_dim=d, bwd=d != 256))
     # An explicit non-default box.
     c.append(Case("2d_explicit_tiles", (33, 17), (9, 5), q_tile=(4, 32), kv_tile=(8, 8)))
+    # Query ranges (context parallelism's local step), with dilation, causal, GQA, extras.
+    c.append(Case("2d_query_range", (24, 30), (7, 9), stride=(2, 3), dilation=(1, 2),
+                  causal=(False, True), query_box=((5, 17), (0, 30))))
+    c.append(Case("3d_query_range", (12, 8, 8), (5, 3, 3), heads_q=4, heads_kv=2,
+                  num_extra=5, query_box=((3, 9), (0, 8), (1, 7))))
     return c
 
 
@@ -166,13 +175,16 @@ def _box(tokens, spatial, kernel_size):
     return _simple_box(tokens, spatial, kernel_size)
 
 
-def _attrs(params, scale, q_box, kv_box):
+def _attrs(params, scale, q_box, kv_box, spatial, query_box=None):
+    ranges = query_box or tuple((0, int(n)) for n in spatial)
     return dict(backend=BACKEND,
                 kernel_size=np.asarray(params.kernel_size, np.int64),
                 stride=np.asarray(params.stride, np.int64),
                 dilation=np.asarray(params.dilation, np.int64),
                 is_causal=np.asarray([int(x) for x in params.is_causal], np.int64),
                 q_tile=np.asarray(q_box, np.int64), kv_tile=np.asarray(kv_box, np.int64),
+                query_begin=np.asarray([lo for lo, _ in ranges], np.int64),
+                query_end=np.asarray([hi for _, hi in ranges], np.int64),
                 scale=np.float32(scale))
 
 
@@ -201,13 +213,13 @@ def _run(fn, args, out_structs):
     return outs, (time.perf_counter() - t0) * 1e3
 
 
-def fwd_kernel(q, k, v, ek, ev, params, scale, q_box, kv_box):
+def fwd_kernel(q, k, v, ek, ev, params, scale, q_box, kv_box, query_box=None):
     jax, jnp = _jax()
     fwd_name, _ = _targets()
     structs = (jax.ShapeDtypeStruct(q.shape[:-1] + (v.shape[-1],), q.dtype),
                jax.ShapeDtypeStruct(q.shape[:-1], jnp.float32),
                jax.ShapeDtypeStruct((0,), jnp.uint8))
-    attrs = _attrs(params, scale, q_box, kv_box)
+    attrs = _attrs(params, scale, q_box, kv_box, q.shape[1:1 + params.rank], query_box)
 
     def fn(*a):
         return jax.ffi.ffi_call(fwd_name, structs)(*a, **attrs)[:2]
@@ -215,7 +227,7 @@ def fwd_kernel(q, k, v, ek, ev, params, scale, q_box, kv_box):
 
 
 def bwd_kernel(q, k, v, ek, ev, out, lse, dout, dlse, params, scale, q_box, kv_box,
-               deterministic, splits=3):
+               deterministic, splits=3, query_box=None):
     jax, jnp = _jax()
     _, bwd_name = _targets()
     f32 = jnp.float32
@@ -224,7 +236,7 @@ def bwd_kernel(q, k, v, ek, ev, out, lse, dout, dlse, params, scale, q_box, kv_b
         jax.ShapeDtypeStruct((0,) if deterministic else q.shape, f32),
         jax.ShapeDtypeStruct(lse.shape, f32),
         jax.ShapeDtypeStruct((2, splits) + tuple(ek.shape) if e else (0,), f32))
-    attrs = _attrs(params, scale, q_box, kv_box)
+    attrs = _attrs(params, scale, q_box, kv_box, q.shape[1:1 + params.rank], query_box)
     attrs["deterministic"] = bool(deterministic)
 
     def fn(*a):
@@ -270,6 +282,12 @@ def run_case(case: Case, tokens, rng):
     v = rand(b, *case.spatial, hkv, d)
     ek, ev = rand(b, e, hkv, d), rand(b, e, hkv, d)
     rows = []
+    # Rows compared: the query box (all rows without one); [b, *spatial, h] broadcastable.
+    inside = np.ones((1, *case.spatial, 1), bool)
+    for ax, (lo, hi) in enumerate(case.query_box or ()):
+        i = np.arange(case.spatial[ax]).reshape((1,) * (1 + ax) + (-1,) + (1,) * (rank - ax))
+        inside = inside & (i >= lo) & (i < hi)
+    pick = np.broadcast_to(inside, (b, *case.spatial, hq))  # rows of out / lse / dq
 
     def row(direction, status, ms=0.0, **errs):
         rows.append(dict(case=case.name, dir=direction, dtype=case.dtype, D=d, status=status,
@@ -287,10 +305,12 @@ def run_case(case: Case, tokens, rng):
             _box(kt, case.spatial, params.kernel_size)
         ref = reference(case, params, q, k, v, ek, ev, scale)
         try:
-            (out, lse), ms = fwd_kernel(q, k, v, ek, ev, params, scale, q_box, kv_box)
-            out_rel = _rel(out, ref["out"])
-            lse_abs = float(np.max(np.abs(np.asarray(lse, np.float64) - ref["lse"]))) \
-                if np.all(np.isfinite(np.asarray(lse))) else float("nan")
+            (out, lse), ms = fwd_kernel(q, k, v, ek, ev, params, scale, q_box, kv_box,
+                                        case.query_box)
+            out_rel = _rel(np.asarray(out)[pick], ref["out"][pick])
+            lse_in = np.asarray(lse, np.float64)[pick]
+            lse_abs = float(np.max(np.abs(lse_in - ref["lse"][pick]))) \
+                if np.all(np.isfinite(lse_in)) else float("nan")
             ok = _ok(out_rel, OUT_TOL) and _ok(lse_abs, LSE_TOL)
             row("fwd", "PASS" if ok else "FAIL", ms, out=out_rel, lse=lse_abs,
                 tiles=f"{q_box}/{kv_box}")
@@ -315,6 +335,10 @@ def run_case(case: Case, tokens, rng):
     lse_used = ref0["lse"].astype(np.float32)
     dout = rand(*out_used.shape)
     dlse = (0.1 * rng.standard_normal(lse_used.shape)).astype(np.float32)
+    if case.query_box is not None:   # what attention_in_boxes passes outside the box
+        lse_used = np.where(pick, lse_used, np.float32(np.inf))
+        dout = np.where(pick[..., None], dout, np.zeros((), dt)).astype(dt)
+        dlse = np.where(pick, dlse, np.float32(0))
     ref = reference(case, params, q, k, v, ek, ev, scale, dout=dout, dlse=dlse,
                     out_used=out_used)
     first = None
@@ -322,8 +346,9 @@ def run_case(case: Case, tokens, rng):
         name = "bwd_det" if det else "bwd"
         try:
             grads, ms = bwd_kernel(q, k, v, ek, ev, out_used, lse_used, dout, dlse, params,
-                                   scale, q_box, kv_box, det)
-            errs = dict(dq=_rel(grads[0], ref["dq"]), dk=_rel(grads[1], ref["dk"]),
+                                   scale, q_box, kv_box, det, query_box=case.query_box)
+            errs = dict(dq=_rel(np.asarray(grads[0])[pick], ref["dq"][pick]),
+                        dk=_rel(grads[1], ref["dk"]),
                         dv=_rel(grads[2], ref["dv"]))
             if e:
                 errs.update(dek=_rel(grads[3], ref["dek"]), dev=_rel(grads[4], ref["dev"]))
@@ -331,10 +356,11 @@ def run_case(case: Case, tokens, rng):
             note = ""
             if det:
                 again, _ = bwd_kernel(q, k, v, ek, ev, out_used, lse_used, dout, dlse, params,
-                                      scale, q_box, kv_box, det)
-                same = all(np.array_equal(np.asarray(a).view(np.uint16),
-                                          np.asarray(c).view(np.uint16))
-                           for a, c in zip(grads, again))
+                                      scale, q_box, kv_box, det, query_box=case.query_box)
+                rows_of = [pick] + [Ellipsis] * 4     # dq: rows of the box only
+                same = all(np.array_equal(np.asarray(a)[r].view(np.uint16),
+                                          np.asarray(c)[r].view(np.uint16))
+                           for a, c, r in zip(grads, again, rows_of))
                 ok = ok and same
                 note = "reproducible" if same else "NOT REPRODUCIBLE"
             elif first is None:

@@ -20,8 +20,9 @@
 //             dextra_accum f32 [2, S, B, E, Hkv, D] (per-split partial dK/dV of the extra
 //             tokens; S >= 1 splits of the Q tiles; empty when E = 0)
 // Attributes (both): backend (string: "sm80", "sm90", ...), kernel_size, stride, dilation,
-//   is_causal (int64[rank], 0/1), q_tile, kv_tile (int64[rank]: the tile boxes), scale (f32);
-//   backward also deterministic (bool).
+//   is_causal (int64[rank], 0/1), q_tile, kv_tile (int64[rank]: the tile boxes),
+//   query_begin, query_end (int64[rank]: the queries to compute, [0, L) for all; params.h),
+//   scale (f32); backward also deterministic (bool).
 #include <cuda_runtime.h>
 
 #include <array>
@@ -150,10 +151,13 @@ ffi::Error ParseWindow(ffi::Span<const int64_t> q_dims, int rank,
                        ffi::Span<const int64_t> kernel_size, ffi::Span<const int64_t> stride,
                        ffi::Span<const int64_t> dilation, ffi::Span<const int64_t> is_causal,
                        ffi::Span<const int64_t> q_tile, ffi::Span<const int64_t> kv_tile,
-                       ProblemShape* shape, TileShape* tiles) {
+                       ffi::Span<const int64_t> query_begin,
+                       ffi::Span<const int64_t> query_end, ProblemShape* shape,
+                       TileShape* tiles) {
   const std::pair<const char*, ffi::Span<const int64_t>> attrs[] = {
       {"kernel_size", kernel_size}, {"stride", stride},  {"dilation", dilation},
-      {"is_causal", is_causal},     {"q_tile", q_tile},  {"kv_tile", kv_tile}};
+      {"is_causal", is_causal},     {"q_tile", q_tile},  {"kv_tile", kv_tile},
+      {"query_begin", query_begin}, {"query_end", query_end}};
   for (const auto& [name, span] : attrs) {
     if (int(span.size()) != rank) {
       return Invalid(std::string(name) + " has " + std::to_string(span.size()) +
@@ -164,6 +168,8 @@ ffi::Error ParseWindow(ffi::Span<const int64_t> q_dims, int rank,
   const int pad = kMaxRank - rank;
   for (int i = 0; i < kMaxRank; ++i) {
     shape->dims[i] = DimParams{};
+    shape->query_begin[i] = 0;
+    shape->query_end[i] = 1;
     tiles->q[i] = tiles->kv[i] = 1;
   }
   for (int a = 0; a < rank; ++a) {
@@ -199,6 +205,13 @@ ffi::Error ParseWindow(ffi::Span<const int64_t> q_dims, int rank,
     p.stride = int(s);
     p.dilation = int(d);
     p.causal = is_causal[a] != 0;
+    if (query_begin[a] < 0 || query_end[a] > L || query_begin[a] >= query_end[a]) {
+      return Invalid("query range [" + std::to_string(query_begin[a]) + ", " +
+                     std::to_string(query_end[a]) + ") along dim " + std::to_string(a) +
+                     " must be a non-empty part of [0, " + std::to_string(L) + ")");
+    }
+    shape->query_begin[pad + a] = int(query_begin[a]);
+    shape->query_end[pad + a] = int(query_end[a]);
     tiles->q[pad + a] = int(q_tile[a]);
     tiles->kv[pad + a] = int(kv_tile[a]);
   }
@@ -258,7 +271,9 @@ ffi::Error ParseCommon(const ffi::AnyBuffer& q, const ffi::AnyBuffer& k,
                        const ffi::AnyBuffer& ev, ffi::Span<const int64_t> kernel_size,
                        ffi::Span<const int64_t> stride, ffi::Span<const int64_t> dilation,
                        ffi::Span<const int64_t> is_causal, ffi::Span<const int64_t> q_tile,
-                       ffi::Span<const int64_t> kv_tile, float scale, Common* c) {
+                       ffi::Span<const int64_t> kv_tile,
+                       ffi::Span<const int64_t> query_begin,
+                       ffi::Span<const int64_t> query_end, float scale, Common* c) {
   const auto qd = q.dimensions(), kd = k.dimensions(), vd = v.dimensions();
   const auto ekd = ek.dimensions(), evd = ev.dimensions();
   const int qr = int(qd.size());
@@ -330,7 +345,7 @@ ffi::Error ParseCommon(const ffi::AnyBuffer& q, const ffi::AnyBuffer& k,
   s.head_dim_v = int(Dv);
   s.num_extra = int(E);
   JAX_GNA_RETURN_IF_ERROR(ParseWindow(qd, r, kernel_size, stride, dilation, is_causal, q_tile,
-                                      kv_tile, &s, &c->tiles));
+                                      kv_tile, query_begin, query_end, &s, &c->tiles));
   c->out_dims.assign(qd.begin(), qd.end());
   c->out_dims.back() = Dv;
   c->lse_dims.assign(qd.begin(), qd.end() - 1);
@@ -389,10 +404,12 @@ ffi::Error FwdImpl(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi:
                    ffi::Span<const int64_t> kernel_size, ffi::Span<const int64_t> stride,
                    ffi::Span<const int64_t> dilation, ffi::Span<const int64_t> is_causal,
                    ffi::Span<const int64_t> q_tile, ffi::Span<const int64_t> kv_tile,
+                   ffi::Span<const int64_t> query_begin, ffi::Span<const int64_t> query_end,
                    float scale) {
   Common c;
   JAX_GNA_RETURN_IF_ERROR(ParseCommon(q, k, v, extra_k, extra_v, kernel_size, stride,
-                                      dilation, is_causal, q_tile, kv_tile, scale, &c));
+                                      dilation, is_causal, q_tile, kv_tile, query_begin,
+                                      query_end, scale, &c));
   JAX_GNA_RETURN_IF_ERROR(CheckDims("out", *out, c.out_dims));
   JAX_GNA_RETURN_IF_ERROR(CheckDType("out", *out, c.ffi_dtype));
   JAX_GNA_RETURN_IF_ERROR(CheckDims("lse", *lse, c.lse_dims));
@@ -453,10 +470,12 @@ ffi::Error BwdImpl(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi:
                    std::string_view backend, ffi::Span<const int64_t> kernel_size,
                    ffi::Span<const int64_t> stride, ffi::Span<const int64_t> dilation,
                    ffi::Span<const int64_t> is_causal, ffi::Span<const int64_t> q_tile,
-                   ffi::Span<const int64_t> kv_tile, float scale, bool deterministic) {
+                   ffi::Span<const int64_t> kv_tile, ffi::Span<const int64_t> query_begin,
+                   ffi::Span<const int64_t> query_end, float scale, bool deterministic) {
   Common c;
   JAX_GNA_RETURN_IF_ERROR(ParseCommon(q, k, v, extra_k, extra_v, kernel_size, stride,
-                                      dilation, is_causal, q_tile, kv_tile, scale, &c));
+                                      dilation, is_causal, q_tile, kv_tile, query_begin,
+                                      query_end, scale, &c));
   const ProblemShape& s = c.shape;
   JAX_GNA_RETURN_IF_ERROR(CheckDims("out", out, c.out_dims));
   JAX_GNA_RETURN_IF_ERROR(CheckDType("out", out, c.ffi_dtype));
@@ -587,6 +606,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxGnaFwd, jax_gna::FwdImpl,
                                   .Attr<ffi::Span<const int64_t>>("is_causal")
                                   .Attr<ffi::Span<const int64_t>>("q_tile")
                                   .Attr<ffi::Span<const int64_t>>("kv_tile")
+                                  .Attr<ffi::Span<const int64_t>>("query_begin")
+                                  .Attr<ffi::Span<const int64_t>>("query_end")
                                   .Attr<float>("scale"),
                               {ffi::Traits::kCmdBufferCompatible});
 
@@ -617,6 +638,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxGnaBwd, jax_gna::BwdImpl,
                                   .Attr<ffi::Span<const int64_t>>("is_causal")
                                   .Attr<ffi::Span<const int64_t>>("q_tile")
                                   .Attr<ffi::Span<const int64_t>>("kv_tile")
+                                  .Attr<ffi::Span<const int64_t>>("query_begin")
+                                  .Attr<ffi::Span<const int64_t>>("query_end")
                                   .Attr<float>("scale")
                                   .Attr<bool>("deterministic"),
                               {ffi::Traits::kCmdBufferCompatible});

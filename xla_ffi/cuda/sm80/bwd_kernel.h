@@ -52,7 +52,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
 
   if (tid == 0) {
     ss.sched = make_bwd_schedule(int(blockIdx.x), int(blockIdx.y), tile_grid(shape, f.tiles.kv),
-                                 tile_grid(shape, f.tiles.q), shape, f.tiles, kBlockN,
+                                 q_tile_grid(shape, f.tiles.q), shape, f.tiles, kBlockN,
                                  p.num_extra_splits);
   }
   __syncthreads();

@@ -58,7 +58,7 @@ cudaError_t launch_bwd(const BwdParams& p, cudaStream_t stream) {
         err != cudaSuccess) {
       return err;
     }
-    const dim3 grid(unsigned(tile_grid(s, f.tiles.q).total() * (s.heads_q / s.heads_kv)),
+    const dim3 grid(unsigned(q_tile_grid(s, f.tiles.q).total() * (s.heads_q / s.heads_kv)),
                     unsigned(s.heads_kv), unsigned(s.batch));
     kernel<<<grid, DqTraitsT::kNThreads, DqTraitsT::kSmemBytes, stream>>>(p);
   } else {

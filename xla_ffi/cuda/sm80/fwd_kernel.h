@@ -59,7 +59,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   // registers across the main loop (the accumulators need nearly all of them).
   if (tid == 0) {
     ss.sched = make_fwd_schedule(blockIdx.x / unsigned(shape.heads_q / shape.heads_kv),
-                                 tile_grid(shape, p.tiles.q), shape, p.tiles,
+                                 q_tile_grid(shape, p.tiles.q), shape, p.tiles,
                                  kBlockN);
   }
   __syncthreads();

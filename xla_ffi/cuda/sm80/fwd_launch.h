@@ -17,7 +17,7 @@ namespace jax_gna::sm80 {
 template <class Traits>
 cudaError_t launch_fwd(const FwdParams& p, cudaStream_t stream) {
   static_assert(Traits::kSmemBytes <= kPortableSmemBytes, "fits every sm80+ part");
-  const int64_t num_q_tiles = tile_grid(p.shape, p.tiles.q).total();
+  const int64_t num_q_tiles = q_tile_grid(p.shape, p.tiles.q).total();
   if (num_q_tiles == 0 || p.shape.batch == 0 || p.shape.heads_q == 0) return cudaSuccess;
   auto kernel = &fwd_kernel<Traits>;
   if (cudaError_t err = set_max_dynamic_smem(kernel, Traits::kSmemBytes); err != cudaSuccess) {

@@ -179,37 +179,53 @@ GNA_HD TileBox kv_box_of_q_tile(const DimTile q[kMaxRank], const ProblemShape& s
   return box;
 }
 
-// The Q tiles that see any key of a KV tile (kv_tile_q_range per dim, rounded out to Q
-// tiles), in the KV tile's groups: the backward's inverse neighborhood.
+// ---- Grids -------------------------------------------------------------------------------
+
+// The tiles per dim over all dilation groups, for tiles of shape `tile` (window.h
+// GroupTiling numbering).
+struct TileGrid {
+  GroupTiling tiling[kMaxRank];
+  int tiles[kMaxRank];  // tiling[d].num_tiles
+
+  GNA_HD int64_t total() const { return int64_t(tiles[0]) * tiles[1] * tiles[2]; }
+};
+
+// Every tile (the KV tiles).
+GNA_HD TileGrid tile_grid(const ProblemShape& s, const int tile[kMaxRank]) {
+  TileGrid g;
+  for (int d = 0; d < kMaxRank; ++d) {
+    g.tiling[d] = group_tiling(s.dims[d].length, s.dims[d].dilation, tile[d]);
+    g.tiles[d] = g.tiling[d].num_tiles;
+  }
+  return g;
+}
+
+// The Q tiles that hold a query of the computed range (ProblemShape::query_begin/end).
+GNA_HD TileGrid q_tile_grid(const ProblemShape& s, const int tile[kMaxRank]) {
+  TileGrid g;
+  for (int d = 0; d < kMaxRank; ++d) {
+    g.tiling[d] = query_tiling(s, d, tile[d]);
+    g.tiles[d] = g.tiling[d].num_tiles;
+  }
+  return g;
+}
+
+// The Q tiles of `q_grid` that see any key of a KV tile (kv_tile_q_range per dim, rounded
+// out to Q tiles), in the KV tile's groups: the backward's inverse neighborhood.
 GNA_HD TileBox q_box_of_kv_tile(const DimTile kv[kMaxRank], const ProblemShape& s,
-                                const TileShape& tiles) {
+                                const TileShape& tiles, const TileGrid& q_grid) {
   TileBox box;
   for (int d = 0; d < kMaxRank; ++d) {
     const DimParams& p = s.dims[d];
     const Range r = kv_tile_q_range(kv[d].begin, kv[d].end, kv[d].group_len, p.kernel_size,
                                     p.stride, p.causal);
-    box.first[d] = r.begin / tiles.q[d];
+    const Range span = group_tile_span(q_grid.tiling[d], kv[d].group);
+    box.first[d] = imax(r.begin / tiles.q[d], span.begin);
     // A key no query sees has an empty (possibly inverted) range: visit nothing.
-    box.count[d] = r.end > r.begin ? ceil_div(r.end, tiles.q[d]) - box.first[d] : 0;
+    const int end = imin(ceil_div(r.end, tiles.q[d]), span.end);
+    box.count[d] = r.end > r.begin ? imax(end - box.first[d], 0) : 0;
   }
   return box;
-}
-
-// ---- Grids -------------------------------------------------------------------------------
-
-// Tile counts per dim over all dilation groups, for tiles of shape `tile`.
-struct TileGrid {
-  int tiles[kMaxRank];
-
-  GNA_HD int64_t total() const { return int64_t(tiles[0]) * tiles[1] * tiles[2]; }
-};
-
-GNA_HD TileGrid tile_grid(const ProblemShape& s, const int tile[kMaxRank]) {
-  TileGrid g;
-  for (int d = 0; d < kMaxRank; ++d) {
-    g.tiles[d] = group_tiling(s.dims[d].length, s.dims[d].dilation, tile[d]).num_tiles;
-  }
-  return g;
 }
 
 // Tile number `idx` in [0, grid.total()) -> the tile per dim (row-major over the per-dim
@@ -231,7 +247,7 @@ GNA_HD void decode_tile(int64_t idx, const TileGrid& grid, const ProblemShape& s
   for (int d = 0; d < kMaxRank; ++d) {
     const DimParams& p = s.dims[d];
     const int td = (heavy_first && p.causal) ? grid.tiles[d] - 1 - t[d] : t[d];
-    out[d] = group_tile(group_tiling(p.length, p.dilation, tile[d]), td, tile[d]);
+    out[d] = group_tile(grid.tiling[d], td, tile[d]);
   }
 }
 

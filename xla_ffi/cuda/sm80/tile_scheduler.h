@@ -133,7 +133,7 @@ GNA_HD BwdSchedule make_bwd_schedule(int cta, int hkv, const TileGrid& kv_grid,
     w.extra_begin = w.extra_count = 0;
     w.q_begin = w.q_end = 0;
     decode_tile(cta - num_extra_ctas, kv_grid, s, tiles.kv, /*heavy_first=*/false, w.kv);
-    w.box = q_box_of_kv_tile(w.kv, s, tiles);
+    w.box = q_box_of_kv_tile(w.kv, s, tiles, q_grid);
     w.per_head = w.box.total();
   }
   return w;

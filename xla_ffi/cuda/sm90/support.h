@@ -166,7 +166,7 @@ inline bool admit_fwd(const FwdParams& fp, int head_dim, int kv_tile_tokens, Pro
     dd.kv_tile = fp.tiles.kv[i];
     dd.q_log2 = ilog2(dd.q_tile);
     dd.kv_log2 = ilog2(dd.kv_tile);
-    dd.q_tiling = group_tiling(d.length, d.dilation, dd.q_tile);
+    dd.q_tiling = query_tiling(s, i, dd.q_tile);
     dd.tab_off = tab;
     tab += 4 * (dd.kv_tile + 1);
     num_q_tiles *= dd.q_tiling.num_tiles;

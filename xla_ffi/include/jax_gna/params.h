@@ -30,6 +30,8 @@ struct ExtraStrides {
   int64_t head = 0;
 };
 
+constexpr int kAllQueries = 1 << 30;  // query_end default: past any spatial length
+
 struct ProblemShape {
   int batch = 1;
   int heads_q = 1;
@@ -38,11 +40,23 @@ struct ProblemShape {
   int head_dim_v = 0; // D of value and output
   DimParams dims[kMaxRank];
   int num_extra = 0;  // additional KV tokens seen by every query (0: none)
+  // Queries to compute, per dim [query_begin, query_end) (coordinates along the dim): Q tiles
+  // holding none of them are skipped (window.h group_tiling_range); rows of other queries
+  // that share a computed tile are computed too, the rest of out/LSE is left unwritten (the
+  // caller masks it: jax_gna/attention.py). Keys are never restricted. Default: all.
+  int query_begin[kMaxRank] = {0, 0, 0};
+  int query_end[kMaxRank] = {kAllQueries, kAllQueries, kAllQueries};
 
   int64_t tokens() const {
     return int64_t(dims[0].length) * dims[1].length * dims[2].length;
   }
 };
+
+// The Q tiles of dim d (tiles of `tile` tokens) that hold a query of the computed range.
+GNA_HD GroupTiling query_tiling(const ProblemShape& s, int d, int tile) {
+  return group_tiling_range(s.dims[d].length, s.dims[d].dilation, tile, s.query_begin[d],
+                            s.query_end[d]);
+}
 
 // Q/KV tile boxes in tokens per spatial dim (group-local coordinates), e.g. {1, 16, 8}.
 struct TileShape {

@@ -151,6 +151,7 @@ struct GroupTiling {
   int tiles_big;    // tiles per group of length len_small + 1
   int tiles_small;  // tiles per group of length len_small
   int num_tiles;    // over all groups
+  int first;        // in-group index of every group's first tile (0 unless restricted)
 };
 
 GNA_HD GroupTiling group_tiling(int length, int dilation, int tile) {
@@ -160,7 +161,36 @@ GNA_HD GroupTiling group_tiling(int length, int dilation, int tile) {
   t.tiles_big = ceil_div(t.len_small + 1, tile);
   t.tiles_small = ceil_div(t.len_small, tile);
   t.num_tiles = t.num_big * t.tiles_big + (dilation - t.num_big) * t.tiles_small;
+  t.first = 0;
   return t;
+}
+
+// The tiles of group_tiling that can hold a query of [lo, hi) (coordinates along the dim):
+// in every group, in-group tiles [first, first + count) with first = floor(floor(lo / d) / tile)
+// and the end ceil(ceil(hi / d) / tile) capped at the group's tile count. The range is the
+// same in every group (the hull of the groups' exact ranges: a group may keep a tile whose
+// own queries all miss [lo, hi), at most one per side), so the tiling keeps its form. Context parallelism computes only the queries of a device's
+// slab this way (jax_gna/context_parallel.py); [0, L) gives group_tiling itself.
+GNA_HD GroupTiling group_tiling_range(int length, int dilation, int tile, int lo, int hi) {
+  GroupTiling t = group_tiling(length, dilation, tile);
+  lo = imax(lo, 0);
+  hi = imin(hi, length);
+  if (hi <= lo) {
+    t.tiles_big = t.tiles_small = t.num_tiles = 0;
+    return t;
+  }
+  const int first = (lo / dilation) / tile;
+  const int last = ceil_div(ceil_div(hi, dilation), tile);
+  t.tiles_big = imax(imin(last, t.tiles_big) - first, 0);
+  t.tiles_small = imax(imin(last, t.tiles_small) - first, 0);
+  t.num_tiles = t.num_big * t.tiles_big + (dilation - t.num_big) * t.tiles_small;
+  t.first = first;
+  return t;
+}
+
+// In-group tile indices [begin, end) of group g in a (possibly restricted) tiling.
+GNA_HD Range group_tile_span(const GroupTiling& gt, int g) {
+  return {gt.first, gt.first + (g < gt.num_big ? gt.tiles_big : gt.tiles_small)};
 }
 
 // Tile number t (0 <= t < num_tiles) of a GroupTiling: its group, the group's length and
@@ -187,7 +217,7 @@ GNA_HD GroupTile group_tile(const GroupTiling& gt, int t, int tile) {
     r.group = gt.num_big + gs;
     r.group_len = gt.len_small;
   }
-  r.begin = local * tile;
+  r.begin = (gt.first + local) * tile;
   r.end = imin(r.begin + tile, r.group_len);
   return r;
 }

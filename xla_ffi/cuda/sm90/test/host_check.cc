@@ -16,6 +16,7 @@
 //    once; interior tiles really are fully visible; the visited-tile count is
 //    q_tile_kv_tiles' product;
 //  - extra-token masks admit exactly the tokens < E;
+//  - with a query range, the work items cover every query of the range exactly once;
 //  - admission refuses what the kernel cannot serve.
 #include <cstdio>
 #include <cstdlib>
@@ -302,6 +303,53 @@ static void check_problem(const Problem& pr) {
   }
 }
 
+// With a query range (ProblemShape::query_begin/end): the work items are the Q tiles of the
+// restricted tiling (window.h group_tiling_range); every query of the range is a valid row of
+// exactly one of them per (batch, head), none twice.
+static void check_query_range(const Problem& pr, std::mt19937& rng) {
+  FwdParams fp = make_params(pr);
+  for (int i = 0; i < 3; ++i) {
+    const int L = pr.dims[i].length;
+    const int lo = static_cast<int>(rng() % L);
+    fp.shape.query_begin[i] = lo;
+    fp.shape.query_end[i] = lo + 1 + static_cast<int>(rng() % (L - lo));
+  }
+  ProblemDesc p;
+  std::string why;
+  if (!admit_fwd(fp, pr.head_dim, pr.block_n, &p, &why)) {
+    CHECK(false, "admission refused with a query range: %s", why.c_str());
+    return;
+  }
+  const int L[3] = {pr.dims[0].length, pr.dims[1].length, pr.dims[2].length};
+  const int ntok = L[0] * L[1] * L[2];
+  std::vector<int> cover(size_t(ntok) * pr.batch * pr.hq, 0);
+  for (int w = 0; w < p.total_work; ++w) {
+    const WorkCoord c = decode_work(p, w);
+    QTileDim qd[3];
+    for (int i = 0; i < 3; ++i) qd[i] = q_tile_dim(p.dim[i], c.t[i]);
+    for (int r = 0; r < 128; ++r) {
+      if (!row_valid(p, qd, r)) continue;
+      int t[3], x[3];
+      split_row(r, p.dim[0].q_log2, p.dim[1].q_log2, p.dim[2].q_log2, t);
+      for (int i = 0; i < 3; ++i) x[i] = token_coord(p.dim[i], qd[i].group, qd[i].q0 + t[i]);
+      ++cover[(size_t(c.b) * pr.hq + c.hq) * ntok + (x[0] * L[1] + x[1]) * L[2] + x[2]];
+    }
+  }
+  for (int b = 0; b < pr.batch; ++b)
+    for (int h = 0; h < pr.hq; ++h)
+      for (int x0 = 0; x0 < L[0]; ++x0)
+        for (int x1 = 0; x1 < L[1]; ++x1)
+          for (int x2 = 0; x2 < L[2]; ++x2) {
+            const int x[3] = {x0, x1, x2};
+            bool in = true;
+            for (int i = 0; i < 3; ++i)
+              in = in && x[i] >= fp.shape.query_begin[i] && x[i] < fp.shape.query_end[i];
+            const int n = cover[(size_t(b) * pr.hq + h) * ntok + (x0 * L[1] + x1) * L[2] + x2];
+            CHECK(in ? n == 1 : n <= 1, "query range: token (%d, %d, %d) covered %d times",
+                  x0, x1, x2, n);
+          }
+}
+
 static void check_refusals() {
   Problem pr{};
   pr.rank = 2;
@@ -378,6 +426,7 @@ int main(int argc, char** argv) {
     pr.hq = pr.hkv * (1 + static_cast<int>(rng() % 3));
     pr.extra = rng() % 3 == 0 ? static_cast<int>(rng() % 200) : 0;
     check_problem(pr);
+    check_query_range(pr, rng);
     ++done;
   }
   std::printf("sm90 host check: %d random problems, %d failures\n", done, g_failures);
