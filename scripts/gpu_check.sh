@@ -113,19 +113,18 @@ if [[ " ${STAGES[*]} " == *" tiles "* ]]; then
       --top "${SWEEP_TOP:-8}"
   done
 fi
-# Nsight Compute of the sm90 forward kernel (named only): one launch per case, clocks not
-# locked (what the benchmark sees); NCU_CASES: "name|profile CLI args" entries.
-if [[ " ${STAGES[*]} " == *" ncu "* ]]; then
-  IFS=';' read -ra ncu_cases <<< "${NCU_CASES:-seq32k|-i 32768 -w 2048 -s 2048;hunyuan_s1|-i 30 48 80 -w 18 24 24}"
+# Nsight Compute of the sm90 forward kernel (named only): one launch per self-test benchmark
+# case (NCU_CASES: ';'-separated case names of `sm90_fwd_selftest list`), clocks not locked.
+# The standalone self-test, not JAX: through JAX ncu listed no GNA kernel (even with XLA's
+# command buffers off).
+if [[ " ${STAGES[*]} " == *" ncu "* ]] && [ -x xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest ]; then
+  IFS=';' read -ra ncu_cases <<< "${NCU_CASES:-seq32k k2048 s2048;dense self-attn 32768;hunyuan k18x24x24 s1}"
   for c in "${ncu_cases[@]}"; do
-    # (command buffers off: ncu does not see kernels that XLA replays inside CUDA graphs)
-    run_stage "ncu_${c%%|*}" 300 env XLA_FLAGS="--xla_gpu_enable_command_buffer=" \
-      ncu --clock-control none --kernel-name regex:gna_fwd_sm90 \
-      --launch-skip 2 --launch-count 1 --section SpeedOfLight --section Occupancy \
-      --section LaunchStats --section WarpStateStats --section SchedulerStats \
-      --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
-      python3 -m jax_gna.profile ${c#*|} --heads 24 --head-dim 128 --backend sm90 \
-      --warmup 1 --repeats 1 --input-sets 1
+    run_stage "ncu_${c%% *}" 300 ncu --clock-control none -k regex:gna --launch-skip 3 \
+      --launch-count 1 --section SpeedOfLight --section ComputeWorkloadAnalysis \
+      --section WarpStateStats --section SchedulerStats --section LaunchStats \
+      --section Occupancy --section MemoryWorkloadAnalysis \
+      xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest bench "$c"
   done
 fi
 # Multi-GPU scaling runs only when named (it needs a machine of several GPUs).
