@@ -14,6 +14,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("direction", "direction", "s"),
     ("ms", "median_ms", ".3f"),
     ("TF/s (eff.)", "tflops", ".4g"),
+    ("wall ms", "wall_ms", ".3f"),
     ("speedup vs dense", "speedup_vs_dense", ".2f"),
     ("FLOP bound", "flop_bound", ".2f"),
     ("mean-tile bound", "mean_tile_bound", ".2f"),

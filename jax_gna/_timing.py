@@ -2,8 +2,8 @@
 
 Method (JAX has no public CUDA-event API):
 
-1. Warm-up: ``warmup`` calls, each waited on with ``jax.block_until_ready`` (the first one
-   compiles; the rest settle clocks, allocator pools and autotuning caches).
+1. Warm-up: ``warmup`` calls (at least 2), each waited on with ``jax.block_until_ready``
+   (the first one compiles; the rest settle clocks, allocator pools and autotuning caches).
 2. Calibration: from the last warm-up call's wall time, choose ``calls_per_group`` so one
    group lasts about ``target_group_s`` (at least 1 call, at most ``max_calls_per_group``).
 3. Measurement: ``repeats`` groups. A group starts after everything before it has finished
@@ -102,8 +102,9 @@ def time_function(fn: Callable[..., Any], arg_sets: Sequence[Sequence[Any]], *,
         counter += 1
         return out
 
+    # At least two warm-up calls: the first compiles, so only a later one may calibrate.
     last = 0.0
-    for _ in range(max(1, warmup)):
+    for _ in range(max(2, warmup)):
         t0 = time.perf_counter()
         jax.block_until_ready(call())
         last = time.perf_counter() - t0
@@ -124,4 +125,4 @@ def time_function(fn: Callable[..., Any], arg_sets: Sequence[Sequence[Any]], *,
                 outs.append(out)
         jax.block_until_ready(outs)
         per_call.append((time.perf_counter() - t0) / calls_per_group)
-    return Timing(tuple(per_call), calls_per_group, max(1, warmup), n_sets)
+    return Timing(tuple(per_call), calls_per_group, max(2, warmup), n_sets)

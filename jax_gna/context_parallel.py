@@ -56,6 +56,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 
 import jax
 import jax.numpy as jnp
@@ -134,8 +135,23 @@ def _window_reproduces(lo, window, queries, first, count, k, s, d, c) -> bool:
 
 @functools.lru_cache(maxsize=256)
 def plan_halo(length: int, devices: int, kernel_size: int, stride: int, dilation: int,
-              causal: bool) -> HaloPlan:
-    """The plan of one sharded dim (see the module docstring). ``length % devices == 0``."""
+              causal: bool, query_align: int = 1) -> HaloPlan:
+    """The plan of one sharded dim (see the module docstring). ``length % devices == 0``.
+
+    ``query_align``: where possible (a window a few positions longer, starts that still
+    reproduce every global window), place each slab at a multiple of it inside its window,
+    so Q tiles whose extent along the dim divides it hold no rows outside the slab (the
+    kernels compute whole Q tiles; see ``_aligned``). Falls back to the unaligned plan.
+    """
+    base = _plan(length, devices, kernel_size, stride, dilation, causal)
+    if query_align > 1:
+        aligned = _aligned(base, query_align, kernel_size, stride, dilation, causal)
+        if aligned is not None:
+            return aligned
+    return base
+
+
+def _plan(length, devices, kernel_size, stride, dilation, causal) -> HaloPlan:
     k, s, d, c = kernel_size, stride, dilation, causal
     if length % devices:
         raise ValueError(f"sharded spatial size {length} is not divisible by the {devices} "
@@ -164,6 +180,30 @@ def plan_halo(length: int, devices: int, kernel_size: int, stride: int, dilation
             raise AssertionError(f"no context-parallel plan for L={length}, P={devices}, "
                                  f"k={k}, s={s}, d={d}, causal={c}")
         window += 1
+
+
+def _aligned(plan: HaloPlan, query_align: int, k, s, d, c) -> HaloPlan | None:
+    """``plan`` with every query offset a multiple of ``query_align``: the shortest window
+    (at most ``4 * query_align`` longer) where each device has such a start that covers
+    its keys and reproduces its global windows. The extra window positions are padding
+    (zeros no real query sees): the exchanged halo does not grow."""
+    length, slab = plan.length, plan.slab
+    first, last, count = _global_keys(length, k, s, d, c)
+    slabs = [np.arange(p * slab, (p + 1) * slab) for p in range(plan.devices)]
+    need = [(int(first[q].min()), int(last[q].max()) + 1) for q in slabs]
+    for window in range(plan.window, min(length, plan.window + 4 * query_align) + 1):
+        starts = []
+        for p, (q, (lo_need, hi_need)) in enumerate(zip(slabs, need)):
+            low, high = max(0, hi_need - window), min(lo_need, length - window)
+            top = p * slab - (-(-(p * slab - high) // query_align)) * query_align
+            lo = next((lo for lo in range(top, low - 1, -query_align)
+                       if _window_reproduces(lo, window, q, first, count, k, s, d, c)), None)
+            if lo is None:
+                break
+            starts.append(lo)
+        if len(starts) == plan.devices:
+            return dataclasses.replace(plan, window=window, starts=tuple(starts))
+    return None
 
 
 def _place(queries, lo_need, hi_need, window, length, align, first, count, k, s, d, c):
@@ -274,7 +314,10 @@ def context_parallel_attention(query, key, value, kernel_size, stride=1, dilatio
     slab = local[spatial_axis]
     global_shape = local[:spatial_axis] + (slab * devices,) + local[spatial_axis + 1:]
     params = semantics.make_params(global_shape, kernel_size, stride, dilation, is_causal)
-    plan = plan_halo(slab * devices, devices, *params.dim(spatial_axis))
+    # Slabs at even offsets (the largest power of two <= 8 dividing the slab) let a Q tile
+    # of that extent along the dim cover the slab exactly; the tile choice sees the box.
+    plan = plan_halo(slab * devices, devices, *params.dim(spatial_axis),
+                     query_align=math.gcd(slab, 8))
     _log_plan(plan, spatial_axis, axis_name)
 
     kwargs = dict(additional_keys=additional_keys, additional_values=additional_values,

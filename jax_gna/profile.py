@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from jax_gna import _timing, semantics
+from jax_gna import _device_trace, _timing, semantics
 
 __all__ = ["ProfileConfig", "flops", "estimate_memory_bytes", "device_memory_bytes",
            "resolve_attention", "available_backends", "measure", "simulator_bounds",
@@ -247,10 +247,19 @@ def _with_direction(cfg: ProfileConfig, attend: Callable):
 
 def measure(cfg: ProfileConfig, impl: str, *, attention_fn: Callable | None = None,
             warmup: int = 3, repeats: int = 10, input_sets: int = 3, seed: int = 0,
-            memory_fraction: float = 0.9, force: bool = False) -> dict[str, Any]:
+            memory_fraction: float = 0.9, force: bool = False,
+            device_trace: bool | None = None) -> dict[str, Any]:
     """Time one implementation: a GNA backend ("reference", "sm80", "auto", ...) or a dense
     baseline (``CUDNN_DENSE``, ``XLA_DENSE``). Returns a dict with ``median_ms``, ``min_ms``,
-    ``tflops`` (effective, as in GNA_SPEC), or ``skipped``/``error`` with the reason."""
+    ``tflops`` (effective, as in GNA_SPEC), or ``skipped``/``error`` with the reason.
+
+    Timing. On a CUDA GPU (``device_trace=None``) or with ``device_trace=True``, after the
+    wall-clock groups of ``jax_gna._timing`` a further 10 calls run under the profiler
+    (``jax_gna._device_trace``); ``median_ms``/``min_ms``/``tflops`` then come from each
+    call's device time (the union of its kernels' device intervals: no launch latency, no
+    host gaps) and
+    the wall-clock figures move to ``wall_median_ms``/``wall_min_ms``; ``timing`` says which
+    ("device" or "wall"); ``device_trace`` holds the per-op breakdown."""
     result: dict[str, Any] = {"impl": impl, "direction": cfg.direction}
     if impl == CUDNN_DENSE and not _timing.is_cuda_gpu():
         return {**result, "skipped": "cuDNN needs a CUDA GPU"}
@@ -271,14 +280,24 @@ def measure(cfg: ProfileConfig, impl: str, *, attention_fn: Callable | None = No
             fn = attention_fn or resolve_attention()
             attend = _gna_fn(cfg, fn, None if impl == "auto" else impl)
             which = "gna"
-        timed = _timing.time_function(_with_direction(cfg, attend),
-                                      _input_sets(cfg, sets, seed), warmup=warmup,
-                                      repeats=repeats)
+        fn, arg_sets = _with_direction(cfg, attend), _input_sets(cfg, sets, seed)
+        timed = _timing.time_function(fn, arg_sets, warmup=warmup, repeats=repeats)
+        if device_trace is None:
+            device_trace = _timing.is_cuda_gpu()
+        trace = _device_trace.trace_device(fn, arg_sets, warmup=0) if device_trace else None
     except Exception as e:   # report and carry on: one failing impl must not end a suite
         msg = f"{type(e).__name__}: {e}".splitlines()[0][:300]
         return {**result, "error": msg}
     result.update(timed.to_dict())
-    result["tflops"] = flops(cfg, which) / timed.median_s / 1e12
+    result["timing"] = "wall"
+    if trace is not None:
+        result["device_trace"] = trace.to_dict()
+        calls = trace.devices[0].call_ms if trace.devices else ()
+        if calls:
+            result.update(wall_median_ms=result["median_ms"], wall_min_ms=result["min_ms"],
+                          median_ms=trace.devices[0].median_call_ms, min_ms=min(calls),
+                          timing="device")
+    result["tflops"] = flops(cfg, which) / (result["median_ms"] / 1e3) / 1e12
     return result
 
 
@@ -352,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--q-tile", type=int, nargs="+", help="simulator: Q tile per dim")
     p.add_argument("--kv-tile", type=int, nargs="+", help="simulator: KV tile per dim")
     p.add_argument("--force", action="store_true", help="run even if memory looks short")
+    p.add_argument("--device-trace", default=None, action=argparse.BooleanOptionalAction,
+                   help="time from the device's kernel records (profiler trace); default: "
+                        "on for CUDA GPUs")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
@@ -371,8 +393,19 @@ def _fmt_entry(name: str, e: dict) -> str:
         return f"{name:<14} skipped: {e['skipped']}"
     if "error" in e:
         return f"{name:<14} error: {e['error']}"
-    return (f"{name:<14} median {e['median_ms']:9.3f} ms  min {e['min_ms']:9.3f} ms  "
-            f"{e['tflops']:8.4g} TF/s  ({e['groups']} groups x {e['calls_per_group']} calls)")
+    if e.get("timing") == "device":
+        t = e["device_trace"]
+        d = t["devices"][0]
+        ops = "; ".join(f"{o['op']} {o['ms_per_call']:.3f}" for o in d["ops"][:3])
+        return (f"{name:<14} median {e['median_ms']:9.3f} ms  min {e['min_ms']:9.3f} ms  "
+                f"{e['tflops']:8.4g} TF/s  (device time, {t['calls']} traced calls; wall "
+                f"median {e['wall_median_ms']:.3f} ms)\n{'':<14} ops (ms/call): {ops}")
+    line = (f"{name:<14} median {e['median_ms']:9.3f} ms  min {e['min_ms']:9.3f} ms  "
+            f"{e['tflops']:8.4g} TF/s  (wall time, {e['groups']} groups x "
+            f"{e['calls_per_group']} calls)")
+    if "device_trace" in e:
+        line += f"\n{'':<14} device trace: {e['device_trace']['note']}"
+    return line
 
 
 def format_report(rep: dict) -> str:
@@ -422,7 +455,7 @@ def main(argv: Sequence[str] | None = None, *, attention_fn: Callable | None = N
                   q_tile=_per_dim(args.q_tile, rank, "q-tile", parser),
                   kv_tile=_per_dim(args.kv_tile, rank, "kv-tile", parser),
                   warmup=args.warmup, repeats=args.repeats, input_sets=args.input_sets,
-                  force=args.force)
+                  force=args.force, device_trace=args.device_trace)
     print(json.dumps(rep) if args.json else format_report(rep))
     return 1 if "error" in rep["gna"] else 0
 

@@ -152,6 +152,13 @@ def measure(mode: str, layer: Layer, direction: str, devices, args) -> dict:
     row = {"mode": mode, "direction": direction, "devices": n, "median_ms": timing.median_ms,
            "min_ms": timing.min_ms, "collectives": collective_summary(hlo),
            "tflops": effective_flops(layer, direction) / timing.median_s / 1e12}
+    if args.trace:   # device time: the slowest device's median busy time per call
+        from jax_gna._device_trace import trace_device
+        trace = trace_device(fn, [arrays], calls=5, warmup=0)
+        print(f"# trace {mode} {direction} x{n}:\n" + trace.summary(top=6), flush=True)
+        spans = [d.median_call_ms for d in trace.devices if d.call_ms]
+        if len(spans) == n:
+            row["device_ms"] = max(spans)
     # Same inputs on every device count: the sharded results must equal the one-device ones
     # (to bf16 rounding of the kernels' different tilings).
     results = [np.asarray(x, np.float32) for x in jax.tree.leaves(fn(*arrays))]
@@ -193,6 +200,8 @@ def backend_note(layer: Layer, backend) -> str:
 
 def print_table(rows):
     base = {(r["mode"], r["direction"]): r["median_ms"] for r in rows if r["devices"] == 1}
+    dbase = {(r["mode"], r["direction"]): r["device_ms"] for r in rows
+             if r["devices"] == 1 and "device_ms" in r}
     head = (f"{'mode':8} {'dir':7} {'dev':>3} {'median ms':>10} {'speedup':>8} {'eff':>6} "
             f"{'TFLOP/s':>8}  collectives / notes")
     print(head)
@@ -206,6 +215,11 @@ def print_table(rows):
         else:
             sp, eff = f"{'-':>8}", f"{'-':>6}"
         note = r["collectives"] + (f"; {r['notes']}" if r.get("notes") else "")
+        d1 = dbase.get((r["mode"], r["direction"]))
+        if d1 is not None and "device_ms" in r:
+            r["device_efficiency"] = d1 / r["device_ms"] / r["devices"]
+            note += (f"; device busy {r['device_ms']:.3f} ms (slowest device), efficiency "
+                     f"{r['device_efficiency']:.2f}")
         if "rel_err" in r:
             note += f"; max rel err vs 1 device {r['rel_err']:.1e}"
         print(f"{r['mode']:8} {r['direction']:7} {r['devices']:3d} {r['median_ms']:10.3f} "
@@ -226,6 +240,9 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--json", default=None, help="also write the rows to this file")
+    ap.add_argument("--trace", action="store_true",
+                    help="also trace 5 calls: each device's top ops, and the device-time "
+                         "efficiency (slowest device's median busy time per call)")
     ap.add_argument("--partitioner", choices=("shardy", "gspmd"), default="shardy",
                     help="XLA partitioner (sets jax_use_shardy_partitioner)")
     a = ap.parse_args(argv)

@@ -223,8 +223,14 @@ def test_random_configs(seed):
     (120, 8, 18, 16, 1, False), (30, 2, 18, 1, 1, False), (24, 8, 3, 2, 3, True),
     (21, 3, 4, 3, 2, False), (16, 8, 5, 1, 2, False), (64, 4, 9, 4, 3, True),
 ])
-def test_plan_reproduces_global_mask(length, devices, k, s, d, causal):
-    plan = plan_halo(length, devices, k, s, d, causal)
+@pytest.mark.parametrize("query_align", [1, 2, 8])
+def test_plan_reproduces_global_mask(length, devices, k, s, d, causal, query_align):
+    plan = plan_halo(length, devices, k, s, d, causal, query_align=query_align)
+    base = plan_halo(length, devices, k, s, d, causal)
+    if plan != base:   # aligned: every slab at a multiple of query_align, same halo
+        assert all(o % query_align == 0 for o in plan.query_offsets)
+        assert (plan.left, plan.right) == (base.left, base.right)
+        assert base.window <= plan.window <= base.window + 4 * query_align
     glob = semantics.neighborhood_mask_1d(length, k, s, d, causal)
     local = semantics.neighborhood_mask_1d(plan.window, k, s, d, causal)
     for p, (lo, off) in enumerate(zip(plan.starts, plan.query_offsets)):
@@ -242,6 +248,11 @@ def test_plan_reproduces_global_mask(length, devices, k, s, d, causal):
 def test_plan_halo_sizes():
     plan = plan_halo(800, 8, 7, 1, 1, False)      # sliding window: k // 2 each side
     assert (plan.window, plan.left, plan.right) == (106, 3, 3)
+    # The measured layer (120 rows over 4 devices, window 18): slabs of 30 at even offsets
+    # with one more window row, so Q tiles of extent 2 cover each slab exactly.
+    assert plan_halo(120, 4, 18, 1, 1, False).query_offsets == (0, 9, 9, 17)
+    plan = plan_halo(120, 4, 18, 1, 1, False, query_align=2)
+    assert (plan.window, plan.query_offsets, plan.left, plan.right) == (48, (0, 10, 10, 18), 9, 8)
     plan = plan_halo(800, 8, 7, 1, 1, True)       # causal: left only
     assert (plan.left, plan.right) == (6, 0)
     # dilated window: the border devices' windows shift inward by up to (k - 1) * d = 6 > slab 2

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from jax_gna import _timing, profile, semantics
+from jax_gna import _device_trace, _timing, profile, semantics
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -103,6 +103,32 @@ def test_time_function_rotates_inputs_and_reports_median():
                                  max_calls_per_group=7)
     assert 1 <= auto.calls_per_group <= 7
     assert not _timing.is_cuda_gpu() or jax.default_backend() == "gpu"
+
+
+def test_device_trace_call_split_and_union():
+    # Two calls, each a memset and a kernel; the second call's kernel starts late (a host
+    # gap) and overlaps nothing: busy time excludes the gap, the union counts overlap once.
+    ns = 1_000_000
+    events = [(0, 1 * ns), (1 * ns, 3 * ns), (10 * ns, 11 * ns), (15 * ns, 17 * ns)]
+    assert _device_trace._call_times_ms(events, 2) == (3.0, 3.0)
+    assert _device_trace._call_times_ms(events, 3) == ()            # does not divide
+    assert _device_trace._union_ns([(0, 4), (2, 6), (8, 9), (8, 9)]) == 7
+
+
+def test_device_trace_without_device_events_falls_back_to_wall_time():
+    sets = [(jnp.arange(8.0),)]
+    t = _device_trace.trace_device(jax.jit(lambda x: x * 2), sets, calls=2)
+    if jax.default_backend() == "cpu":
+        assert t.devices == () and "no device events" in t.note
+        assert "no device events" in t.summary()
+    cfg = profile.ProfileConfig.create((8,), 3, heads=1, head_dim=4, dtype="fp32")
+    m = profile.measure(cfg, "auto", attention_fn=masked_dense_standin, warmup=1,
+                        repeats=1, input_sets=1, device_trace=True)
+    assert m["timing"] in ("wall", "device") and m["median_ms"] > 0
+    if m["timing"] == "wall":
+        assert "wall_median_ms" not in m and m["device_trace"]["devices"] == []
+    else:
+        assert m["wall_median_ms"] > 0 and m["device_trace"]["devices"]
 
 
 # ----------------------------------------------------------------------------------------

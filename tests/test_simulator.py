@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from jax_gna import semantics
-from jax_gna.simulator import (best_tiles, default_candidates, power_of_two_boxes,
-                               simulate)
+from jax_gna.simulator import (best_tiles, box_visited, default_candidates,
+                               power_of_two_boxes, simulate)
 from jax_gna.simulator.cli import main as cli_main
 from jax_gna.simulator.suite import SUITE, TINY_SUITE
 
@@ -275,6 +275,23 @@ def test_best_tiles_ranks_by_objective():
     assert len(ranking.table()) == len(cands)
     with pytest.raises(ValueError, match="objective"):
         best_tiles((30,), 5, candidates=cands[:1], objective="speed")
+
+
+def test_best_tiles_for_a_query_box():
+    # A context-parallel local problem: 30 slab rows at offset 9 of a 47-row window. Q
+    # tiles straddling the slab edges cost whole tiles, so the box ranking may pick a tile
+    # the grid ranking would not, and never one that visits more pairs for the box.
+    shape, box = (47, 48, 80), ((9, 39), (0, 48), (0, 80))
+    grid = best_tiles(shape, (18, 24, 24), q_tokens=64, kv_tokens=64)
+    boxed = best_tiles(shape, (18, 24, 24), q_tokens=64, kv_tokens=64, query_box=box)
+    assert box_visited(boxed.best, box) < box_visited(grid.best, box)
+    assert boxed.best.q_tile[0] == 1                       # 30 rows at 9: tiles of 1 row fit
+    costs = [box_visited(r, box) for r in boxed.ranked]
+    assert costs == sorted(costs)
+    # box_visited over the whole grid is every visited pair
+    assert box_visited(grid.best, ((0, 47), (0, 48), (0, 80))) == grid.best.total_visited
+    with pytest.raises(ValueError, match="query_box"):
+        best_tiles(shape, (18, 24, 24), query_box=((0, 48), (0, 48), (0, 80)))
 
 
 def test_best_tiles_default_candidates_for_cosmos():

@@ -15,8 +15,8 @@ Command line: ``python -m jax_gna.simulator --help``.
 """
 
 from jax_gna.simulator.core import SimulationResult, default_tiles, simulate
-from jax_gna.simulator.search import (OBJECTIVES, TileRanking, best_tiles,
+from jax_gna.simulator.search import (OBJECTIVES, TileRanking, best_tiles, box_visited,
                                       default_candidates, power_of_two_boxes)
 
-__all__ = ["SimulationResult", "simulate", "default_tiles", "best_tiles", "TileRanking",
-           "default_candidates", "power_of_two_boxes", "OBJECTIVES"]
+__all__ = ["SimulationResult", "simulate", "default_tiles", "best_tiles", "box_visited",
+           "TileRanking", "default_candidates", "power_of_two_boxes", "OBJECTIVES"]

@@ -6,11 +6,13 @@ import dataclasses
 import itertools
 from typing import Any, Iterable, Sequence
 
+import numpy as np
+
 from jax_gna import semantics
 from jax_gna.simulator.core import SimulationResult, simulate
 
-__all__ = ["power_of_two_boxes", "default_candidates", "best_tiles", "TileRanking",
-           "OBJECTIVES"]
+__all__ = ["power_of_two_boxes", "default_candidates", "best_tiles", "box_visited",
+           "TileRanking", "OBJECTIVES"]
 
 # Figures that may be maximised; ties fall through to the next ones in this order, then to
 # fewer boundary tiles (less masking work).
@@ -64,15 +66,32 @@ class TileRanking:
                  "perfectly_block_sparse": r.perfectly_block_sparse} for r in self.ranked]
 
 
+def box_visited(result: SimulationResult, query_box: Sequence[tuple[int, int]]) -> int:
+    """(Q tile, KV tile) pairs a kernel visits when it computes only the Q tiles holding a
+    query of ``query_box`` (``(lo, hi)`` per dim, global coordinates): the work of a
+    box-restricted call, forward (per Q tile) and backward (the same pairs, KV-major)."""
+    keep = []
+    for axis, (lo, hi) in enumerate(query_box):
+        n = result.visited.shape[axis]
+        keep.append(np.array([bool(np.any((c >= lo) & (c < hi))) for c in
+                              (result.tile_coordinates(axis, t, "q") for t in range(n))]))
+    return int(result.visited[np.ix_(*keep)].sum())
+
+
 def best_tiles(shape: Sequence[int], kernel_size: Any, stride: Any = 1, dilation: Any = 1,
                is_causal: Any = False, candidates: Iterable[tuple[Any, Any]] | None = None,
                objective: str = "mean_tile_speedup", *, q_tokens: int = 128,
-               kv_tokens: int | Iterable[int] = (128, 64)) -> TileRanking:
+               kv_tokens: int | Iterable[int] = (128, 64),
+               query_box: Sequence[tuple[int, int]] | None = None) -> TileRanking:
     """Rank (Q tile, KV tile) candidates by ``objective`` (higher is better).
 
     ``candidates`` default to :func:`default_candidates` for ``q_tokens``/``kv_tokens``.
     The winner's result carries the exact FLOP figure; the others skip it (it does not
-    depend on tiles).
+    depend on tiles). With ``query_box`` (only those queries are computed, e.g. a
+    context-parallel slab inside its halo window), candidates are ranked first by the
+    tile pairs visited for the box (:func:`box_visited`, fewer is better), then as above:
+    Q tiles that straddle the box edges cost whole tiles, so a tile that divides the box
+    can beat the grid's best.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}; got {objective!r}")
@@ -86,8 +105,16 @@ def best_tiles(shape: Sequence[int], kernel_size: Any, stride: Any = 1, dilation
         raise ValueError("best_tiles needs at least one candidate")
     order = (objective,) + tuple(o for o in OBJECTIVES if o != objective)
 
+    box_cost = {}
+    if query_box is not None:
+        box = tuple((int(lo), int(hi)) for lo, hi in query_box)
+        if len(box) != len(shape) or any(not 0 <= lo < hi <= n for (lo, hi), n in zip(box, shape)):
+            raise ValueError(f"query_box {query_box} is not a non-empty box inside {shape}")
+        box_cost = {id(r): box_visited(r, box) for r in results}
+
     def key(r: SimulationResult):
-        return tuple(-getattr(r, o) for o in order) + (r.boundary_tile_fraction,)
+        return ((box_cost.get(id(r), 0),) + tuple(-getattr(r, o) for o in order)
+                + (r.boundary_tile_fraction,))
 
     ranked = sorted(results, key=key)   # stable: equal candidates keep the given order
     winner = ranked[0]
