@@ -184,14 +184,17 @@ def _plan(length, devices, kernel_size, stride, dilation, causal) -> HaloPlan:
 
 def _aligned(plan: HaloPlan, query_align: int, k, s, d, c) -> HaloPlan | None:
     """``plan`` with every query offset a multiple of ``query_align``: the shortest window
-    (at most ``4 * query_align`` longer) where each device has such a start that covers
-    its keys and reproduces its global windows. The extra window positions are padding
-    (zeros no real query sees): the exchanged halo does not grow."""
+    where each device has such a start that covers its keys and reproduces its global
+    windows, at most ``min(query_align - 1, window // 8)`` positions longer (the reference
+    computes every window row, and the K/V window is copied: alignment may cost 1/8 more
+    of those, never more). The extra positions are padding (zeros no real query sees): the
+    exchanged halo does not grow."""
     length, slab = plan.length, plan.slab
     first, last, count = _global_keys(length, k, s, d, c)
     slabs = [np.arange(p * slab, (p + 1) * slab) for p in range(plan.devices)]
     need = [(int(first[q].min()), int(last[q].max()) + 1) for q in slabs]
-    for window in range(plan.window, min(length, plan.window + 4 * query_align) + 1):
+    longest = min(length, plan.window + min(query_align - 1, plan.window // 8))
+    for window in range(plan.window, longest + 1):
         starts = []
         for p, (q, (lo_need, hi_need)) in enumerate(zip(slabs, need)):
             low, high = max(0, hi_need - window), min(lo_need, length - window)

@@ -32,6 +32,7 @@ os.environ.setdefault("NCCL_NVLS_ENABLE", "0")   # keep NCCL's NVLink multicast 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
 
@@ -169,9 +170,12 @@ def measure(mode: str, layer: Layer, direction: str, devices, args) -> dict:
                                                             _ONE_DEVICE[(mode, direction)]))
     if mode == "context" and n > 1:
         from jax_gna.context_parallel import plan_halo
-        plan = plan_halo(layer.spatial[0], n, layer.window[0], 1, 1, False)
+        slab = layer.spatial[0] // n   # the plan context_parallel_attention makes
+        plan = plan_halo(layer.spatial[0], n, layer.window[0], 1, 1, False,
+                         query_align=math.gcd(slab, 8))
         row["notes"] = (f"slab {plan.slab}, local problem {plan.window} (computed: the "
-                        f"slab's Q tiles), halo {plan.left}+{plan.right}")
+                        f"slab's Q tiles; slab offsets {sorted(set(plan.query_offsets))}), "
+                        f"halo {plan.left}+{plan.right}")
     del arrays
     return row
 
