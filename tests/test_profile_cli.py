@@ -211,5 +211,10 @@ def test_benchmark_suite_tiny(tmp_path):
     gna = [r for r in res["rows"] if r["backend"] == "reference"]
     assert len(gna) == 3 and all(r["median_ms"] for r in gna)
     assert all(r["worst_tile_bound"] >= 1 and r["speedup_vs_dense"] for r in gna)
+    # The baseline is bracketed: measured before and after the case's GNA rows, averaged.
+    base = next(r for r in res["rows"] if r["backend"] == "xla-dense")
+    before, after = base["measurement"]["bracket_ms"]
+    assert base["median_ms"] == pytest.approx((before + after) / 2)
+    assert gna[0]["speedup_vs_dense"] == pytest.approx(base["median_ms"] / gna[0]["median_ms"])
     assert (tmp_path / "results.md").read_text().count("| reference |") == 3
     assert (tmp_path / "speedups.png").stat().st_size > 1000
