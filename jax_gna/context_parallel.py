@@ -66,7 +66,7 @@ from jax_gna import _checks, semantics
 from jax_gna.attention import attention, attention_in_boxes
 
 __all__ = ["context_parallel_attention", "context_parallel_attention_on_mesh", "HaloPlan",
-           "plan_halo"]
+           "plan_halo", "plan_for_slabs"]
 
 logger = logging.getLogger("jax_gna")
 
@@ -149,6 +149,15 @@ def plan_halo(length: int, devices: int, kernel_size: int, stride: int, dilation
         if aligned is not None:
             return aligned
     return base
+
+
+def plan_for_slabs(length: int, devices: int, kernel_size: int, stride: int, dilation: int,
+                   causal: bool) -> HaloPlan:
+    """The plan ``context_parallel_attention`` uses: slabs at offsets aligned to the largest
+    power of two <= 8 dividing the slab, so a Q tile of that extent along the dim covers
+    the slab exactly (the tile choice ranks tiles for the slab's query box)."""
+    return plan_halo(length, devices, kernel_size, stride, dilation, causal,
+                     query_align=math.gcd(length // devices, 8))
 
 
 def _plan(length, devices, kernel_size, stride, dilation, causal) -> HaloPlan:
@@ -317,10 +326,7 @@ def context_parallel_attention(query, key, value, kernel_size, stride=1, dilatio
     slab = local[spatial_axis]
     global_shape = local[:spatial_axis] + (slab * devices,) + local[spatial_axis + 1:]
     params = semantics.make_params(global_shape, kernel_size, stride, dilation, is_causal)
-    # Slabs at even offsets (the largest power of two <= 8 dividing the slab) let a Q tile
-    # of that extent along the dim cover the slab exactly; the tile choice sees the box.
-    plan = plan_halo(slab * devices, devices, *params.dim(spatial_axis),
-                     query_align=math.gcd(slab, 8))
+    plan = plan_for_slabs(slab * devices, devices, *params.dim(spatial_axis))
     _log_plan(plan, spatial_axis, axis_name)
 
     kwargs = dict(additional_keys=additional_keys, additional_values=additional_values,

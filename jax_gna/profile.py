@@ -257,9 +257,9 @@ def measure(cfg: ProfileConfig, impl: str, *, attention_fn: Callable | None = No
     wall-clock groups of ``jax_gna._timing`` a further 10 calls run under the profiler
     (``jax_gna._device_trace``); ``median_ms``/``min_ms``/``tflops`` then come from each
     call's device time (the union of its kernels' device intervals: no launch latency, no
-    host gaps) and
-    the wall-clock figures move to ``wall_median_ms``/``wall_min_ms``; ``timing`` says which
-    ("device" or "wall"); ``device_trace`` holds the per-op breakdown."""
+    host gaps) and the wall-clock figures move to ``wall_median_ms``/``wall_min_ms``;
+    ``timing`` says which ("device" or "wall"); ``device_trace`` holds the per-op
+    breakdown."""
     result: dict[str, Any] = {"impl": impl, "direction": cfg.direction}
     if impl == CUDNN_DENSE and not _timing.is_cuda_gpu():
         return {**result, "skipped": "cuDNN needs a CUDA GPU"}

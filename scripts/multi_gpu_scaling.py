@@ -32,7 +32,6 @@ os.environ.setdefault("NCCL_NVLS_ENABLE", "0")   # keep NCCL's NVLink multicast 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
 
@@ -157,9 +156,9 @@ def measure(mode: str, layer: Layer, direction: str, devices, args) -> dict:
         from jax_gna._device_trace import trace_device
         trace = trace_device(fn, [arrays], calls=5, warmup=0)
         print(f"# trace {mode} {direction} x{n}:\n" + trace.summary(top=6), flush=True)
-        spans = [d.median_call_ms for d in trace.devices if d.call_ms]
-        if len(spans) == n:
-            row["device_ms"] = max(spans)
+        busy = [d.median_call_ms for d in trace.devices if d.call_ms]
+        if len(busy) == n:
+            row["device_ms"] = max(busy)
     # Same inputs on every device count: the sharded results must equal the one-device ones
     # (to bf16 rounding of the kernels' different tilings).
     results = [np.asarray(x, np.float32) for x in jax.tree.leaves(fn(*arrays))]
@@ -169,10 +168,8 @@ def measure(mode: str, layer: Layer, direction: str, devices, args) -> dict:
         row["rel_err"] = max(_rel_err(x, y) for x, y in zip(results,
                                                             _ONE_DEVICE[(mode, direction)]))
     if mode == "context" and n > 1:
-        from jax_gna.context_parallel import plan_halo
-        slab = layer.spatial[0] // n   # the plan context_parallel_attention makes
-        plan = plan_halo(layer.spatial[0], n, layer.window[0], 1, 1, False,
-                         query_align=math.gcd(slab, 8))
+        from jax_gna.context_parallel import plan_for_slabs
+        plan = plan_for_slabs(layer.spatial[0], n, layer.window[0], 1, 1, False)
         row["notes"] = (f"slab {plan.slab}, local problem {plan.window} (computed: the "
                         f"slab's Q tiles; slab offsets {sorted(set(plan.query_offsets))}), "
                         f"halo {plan.left}+{plan.right}")

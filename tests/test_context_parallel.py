@@ -21,7 +21,8 @@ from jax.sharding import PartitionSpec as P
 import jax_gna
 from jax_gna import semantics
 from jax_gna.context_parallel import (context_parallel_attention,
-                                      context_parallel_attention_on_mesh, plan_halo)
+                                      context_parallel_attention_on_mesh, plan_for_slabs,
+                                      plan_halo)
 
 from test_sharding import CPU, N_DEVICES, collectives, make_mesh, rel_err
 
@@ -254,6 +255,7 @@ def test_plan_halo_sizes():
     assert plan_halo(120, 4, 18, 1, 1, False).query_offsets == (0, 9, 9, 17)
     plan = plan_halo(120, 4, 18, 1, 1, False, query_align=2)
     assert (plan.window, plan.query_offsets, plan.left, plan.right) == (48, (0, 10, 10, 18), 9, 8)
+    assert plan_for_slabs(120, 4, 18, 1, 1, False) == plan      # slab 30: align 2
     plan = plan_halo(800, 8, 7, 1, 1, True)       # causal: left only
     assert (plan.left, plan.right) == (6, 0)
     # dilated window: the border devices' windows shift inward by up to (k - 1) * d = 6 > slab 2

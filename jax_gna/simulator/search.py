@@ -108,7 +108,8 @@ def best_tiles(shape: Sequence[int], kernel_size: Any, stride: Any = 1, dilation
     box_cost = {}
     if query_box is not None:
         box = tuple((int(lo), int(hi)) for lo, hi in query_box)
-        if len(box) != len(shape) or any(not 0 <= lo < hi <= n for (lo, hi), n in zip(box, shape)):
+        if len(box) != len(shape) or any(not 0 <= lo < hi <= n
+                                         for (lo, hi), n in zip(box, shape)):
             raise ValueError(f"query_box {query_box} is not a non-empty box inside {shape}")
         box_cost = {id(r): box_visited(r, box) for r in results}
 
