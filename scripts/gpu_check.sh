@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one GPU script: build, GPU tests, sanitizer, benchmark; a short table last.
 #
-#   bash scripts/gpu_check.sh [all|build|smoke|suite|dispatch|sanitize|sanitize90|large|sm90self|reference|bench|dit|cli|tiles|ncu|scaling]...
+#   bash scripts/gpu_check.sh [all|build|smoke|suite|dispatch|sanitize|sanitize90|large|sm90self|reference|bench|dit|cli|tiles|ncu|ncu80|scaling]...
 #
 # Runs on a CUDA machine without network access (the H200 of the device tool): wheels that
 # image lacks (nvidia-cutlass) come from .whl/; a CUDA library prebuilt elsewhere may come in
@@ -125,6 +125,24 @@ if [[ " ${STAGES[*]} " == *" ncu "* ]] && [ -x xla_ffi/cuda/sm90/test/prebuilt/s
       --section WarpStateStats --section SchedulerStats --section LaunchStats \
       --section Occupancy --section MemoryWorkloadAnalysis \
       xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest bench "$c"
+  done
+fi
+# Nsight Compute of the sm80 forward kernel through JAX (named only): one launch per case
+# (NCU80_CASES: ';'-separated "name profile-CLI-args"), full set with per-instruction stall
+# sampling; the report, its details page and its SASS source page go to $OUT. The kernel is
+# matched by its demangled name (its function name alone is just "fwd_kernel").
+if [[ " ${STAGES[*]} " == *" ncu80 "* ]]; then
+  IFS=';' read -ra ncu80_cases <<< "${NCU80_CASES:-flux -i 256 256 -w 80 80 -s 16 16;seq32k -i 32768 -w 2048 -s 2048}"
+  for c in "${ncu80_cases[@]}"; do
+    name=${c%% *}
+    run_stage "ncu80_$name" 300 env XLA_FLAGS=--xla_gpu_enable_command_buffer= ncu \
+      --clock-control none --kernel-name-base demangled -k regex:sm80::fwd_kernel \
+      --launch-skip 2 --launch-count 1 --set full -f -o "$OUT/ncu80_$name" \
+      python3 -m jax_gna.profile ${c#* } --heads 24 --head-dim 128 --dtype bf16 \
+      --backend sm80 --warmup 1 --repeats 2 --no-device-trace
+    ncu -i "$OUT/ncu80_$name.ncu-rep" --page details > "$OUT/ncu80_${name}_details.txt" 2>&1
+    ncu -i "$OUT/ncu80_$name.ncu-rep" --page source --csv --print-source sass \
+      > "$OUT/ncu80_${name}_sass.csv" 2>&1
   done
 fi
 # Multi-GPU scaling runs only when named (it needs a machine of several GPUs).

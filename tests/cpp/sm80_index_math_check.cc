@@ -222,8 +222,18 @@ static void check_problem(const Problem& pr) {
     const FwdSchedule w = make_fwd_schedule(x, qg, s, tiles, pr.kv_tokens);
     std::set<std::tuple<int, int, int>> visited;  // KV tile begins
     int extra_covered = 0;
-    for (int it = 0; it < w.num_tiles(); ++it) {
+    FwdTileCursor cursor;  // the kernel's division-free walk must give the same list
+    for (int it = 0; it < w.num_tiles(); ++it, cursor.advance(w)) {
       const KvTileDesc t = fwd_kv_tile(w, it, s, tiles, pr.kv_tokens);
+      const KvTileDesc tc = cursor.tile(w, s, tiles, pr.kv_tokens);
+      CHECK(cursor.it == it && tc.extra == t.extra && tc.interior == t.interior &&
+                tc.extra_begin == t.extra_begin && tc.extra_count == t.extra_count,
+            "cursor tile");
+      for (int d = 0; d < 3; ++d) {
+        CHECK(tc.kv[d].group == t.kv[d].group && tc.kv[d].group_len == t.kv[d].group_len &&
+                  tc.kv[d].begin == t.kv[d].begin && tc.kv[d].end == t.kv[d].end,
+              "cursor tile dims");
+      }
       if (t.extra) {
         CHECK(t.extra_begin == extra_covered && t.extra_count > 0, "extra order");
         extra_covered += t.extra_count;

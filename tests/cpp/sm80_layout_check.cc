@@ -12,6 +12,8 @@
 //    the element whose (row, col) the MMA's A partition expects at that index (P and dS are
 //    reused from registers as the A operand of the next MMA).
 // 3. Transposed shared-memory views address the same element as the original layout.
+// 4. Row tiles move by whole 8-row swizzle blocks: layout(r + 8k, c) = layout(r, c) +
+//    layout(8k, 0), which gather_rows_async (gather_copy.h) uses to swizzle once per thread.
 #include <cstdio>
 #include <set>
 #include <utility>
@@ -97,12 +99,22 @@ void check_transposed(const char* what) {
     for (int c = 0; c < C; ++c) CHECK(l(r, c) == lt(c, r), "%s (%d,%d)", what, r, c);
 }
 
+template <class L, int R, int C>
+void check_row_blocks(const char* what) {
+  L l;
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c)
+      CHECK(int(l(r, c)) == int(l(r % 8, c)) + int(l(r - r % 8, 0)), "%s (%d,%d)", what, r, c);
+}
+
 template <class T>
 void check_fwd(const char* what) {
   std::printf("%s: shared memory %d bytes\n", what, T::kSmemBytes);
   check_accumulator<typename T::TiledMma, T::kBlockM, T::kBlockN>(what);
   check_rowcol<typename T::TiledMma, T::kBlockM, T::kHeadDim>(what);
   check_transposed<typename T::SmemLayoutKV, typename T::SmemLayoutVt, T::kBlockN, T::kHeadDim>(what);
+  check_row_blocks<typename T::SmemLayoutQ, T::kBlockM, T::kHeadDim>(what);
+  check_row_blocks<typename T::SmemLayoutKV, T::kBlockN, T::kHeadDim>(what);
 }
 
 template <class T>
@@ -114,6 +126,8 @@ void check_bwd(const char* what) {
   check_transposed<typename T::SmemLayoutQ, typename T::SmemLayoutQt, T::kBlockM, T::kHeadDim>(what);
   check_transposed<typename T::SmemLayoutKV, typename T::SmemLayoutKt, T::kBlockN, T::kHeadDim>(what);
   check_transposed<typename T::SmemLayoutP, typename T::SmemLayoutPt, T::kBlockM, T::kBlockN>(what);
+  check_row_blocks<typename T::SmemLayoutQ, T::kBlockM, T::kHeadDim>(what);
+  check_row_blocks<typename T::SmemLayoutKV, T::kBlockN, T::kHeadDim>(what);
 }
 
 template <class T>
@@ -122,6 +136,8 @@ void check_dq(const char* what) {
   check_accumulator<typename T::TiledMma, T::kBlockM, T::kBlockN>(what);
   check_rowcol<typename T::TiledMma, T::kBlockM, T::kHeadDim>(what);
   check_transposed<typename T::SmemLayoutKV, typename T::SmemLayoutKt, T::kBlockN, T::kHeadDim>(what);
+  check_row_blocks<typename T::SmemLayoutQ, T::kBlockM, T::kHeadDim>(what);
+  check_row_blocks<typename T::SmemLayoutKV, T::kBlockN, T::kHeadDim>(what);
 }
 
 int main() {
@@ -130,7 +146,7 @@ int main() {
   check_fwd<FwdTraits<bf16, 32, 128, 64, 4>>("fwd d32");
   check_fwd<FwdTraits<bf16, 64, 128, 64, 4>>("fwd d64");
   check_fwd<FwdTraits<bf16, 128, 128, 32, 4>>("fwd d128");
-  check_fwd<FwdTraits<bf16, 256, 64, 32, 4>>("fwd d256");
+  check_fwd<FwdTraits<bf16, 256, 64, 16, 4>>("fwd d256");
   check_bwd<BwdTraits<bf16, 32, 64, 64, 4, 2, 4>>("bwd d32");
   check_bwd<BwdTraits<bf16, 64, 64, 64, 4, 2, 4>>("bwd d64");
   check_bwd<BwdTraits<bf16, 128, 64, 64, 8, 2, 4>>("bwd d128");

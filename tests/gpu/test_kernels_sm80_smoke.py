@@ -58,6 +58,10 @@ class Case:
     # rows are compared (others may be unwritten); the backward gets LSE +inf and zero
     # cotangents outside, as jax_gna.attention_in_boxes passes them.
     query_box: tuple = None
+    # Keys scaled by 1 + key_ramp * (flat position / tokens): later KV tiles raise the row
+    # max again and again (the forward's lazy rescaling: skipped below its threshold,
+    # taken above).
+    key_ramp: float = 0.0
 
 
 def _cases() -> list[Case]:
@@ -94,6 +98,11 @@ def _cases() -> list[Case]:
                   causal=(False, True), query_box=((5, 17), (0, 30))))
     c.append(Case("3d_query_range", (12, 8, 8), (5, 3, 3), heads_q=4, heads_kv=2,
                   num_extra=5, query_box=((3, 9), (0, 8), (1, 7))))
+    # Rising scores along the visit order (row maxima move by more and less than the
+    # rescale threshold, many times per row).
+    c.append(Case("1d_rising_keys", (1024,), (512,), key_ramp=12.0, head_dim=128, batch=1))
+    c.append(Case("2d_fp16_rising_keys", (32, 32), (17, 17), key_ramp=12.0, dtype="fp16",
+                  batch=1))
     return c
 
 
@@ -279,6 +288,9 @@ def run_case(case: Case, tokens, rng):
 
     q = rand(b, *case.spatial, hq, d)
     k = rand(b, *case.spatial, hkv, d)
+    if case.key_ramp:
+        ramp = 1 + case.key_ramp * np.linspace(0, 1, math.prod(case.spatial))
+        k = (k.astype(np.float32) * ramp.reshape(1, *case.spatial, 1, 1)).astype(dt)
     v = rand(b, *case.spatial, hkv, d)
     ek, ev = rand(b, e, hkv, d), rand(b, e, hkv, d)
     rows = []

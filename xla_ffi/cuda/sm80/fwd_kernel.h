@@ -4,12 +4,21 @@
 // One CTA = one (batch, query head, Q tile). The Q tile (kBlockM tokens, a box of any shape
 // given at run time in params.tiles.q, inside one dilation group per dim) is gathered once;
 // the CTA then walks the KV-tile box its queries need (tile_scheduler.h), then the
-// additional-KV tiles. Per KV tile:
-//   wait K, sync | issue V loads | S = Q K^T | mask (boundary tiles only) |
-//   wait V, sync | issue next K loads | online softmax | O += P V
-// so the V load overlaps Q K^T and the next K load overlaps softmax and P V (single K and V
-// buffers; the two barriers separate each buffer's readers from its next writer).
+// additional-KV tiles. Per KV tile, with K and V double buffered:
+//   wait for tile it, sync | S = Q K^T | issue K, V loads of tile it + 1 |
+//   mask (boundary tiles only) | online softmax | O += P V
+// so each load has a whole iteration to land, and one barrier per tile separates the
+// readers of a stage from its next writer.
 // GQA: query head h reads KV head h / (Hq / Hkv) straight from the [B, *, Hkv, D] tensors.
+//
+// Bookkeeping stays off the MMA warps' issue slots (the kernel was issue-bound on index
+// math: Nsight Compute counted 13 instructions per HMMA): warp 0 walks the visit list with
+// a division-free cursor and publishes tiles as FwdKvSteps (row-0 pointers of K and V, which
+// rows exist, interior or not) in shared memory, kStepBatch tiles at once (one per lane, so a
+// batch costs one tile's latency; publishing one tile per iteration from one thread made
+// the other warps wait for warp 0 at every barrier) into a ring of two batches, a batch
+// ahead. A row of a spatial tile is then row-0 pointer + a per-row offset fixed for the CTA
+// (kv_rel_k / kv_rel_v: dilation and strides only), so loading a row is one add.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -55,12 +64,13 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   };
 
   // Per-CTA tables: the schedule, box coordinates of Q and KV rows, window of each query
-  // row. Kept in shared memory and read where needed, so that no schedule state occupies
-  // registers across the main loop (the accumulators need nearly all of them).
+  // row, KV row offsets. Kept in shared memory and read where needed, so that no schedule
+  // state occupies registers across the main loop (the accumulators need nearly all).
   if (tid == 0) {
     ss.sched = make_fwd_schedule(blockIdx.x / unsigned(shape.heads_q / shape.heads_kv),
                                  q_tile_grid(shape, p.tiles.q), shape, p.tiles,
                                  kBlockN);
+    ss.cursor = FwdTileCursor{};
   }
   __syncthreads();
   const FwdSchedule& w = ss.sched;
@@ -69,8 +79,18 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
     ss.q_code[r] = code;
     store_query_row_window(r, code, w.q, shape, ss.q_win_begin, ss.q_win_end);
   }
-  for (int r = tid; r < kBlockN; r += kNThreads) ss.kv_code[r] = box_code(r, p.tiles.kv);
-  __syncthreads();
+  for (int r = tid; r < kBlockN; r += kNThreads) {
+    const uint32_t code = box_code(r, p.tiles.kv);
+    ss.kv_code[r] = code;
+    int64_t rel_k = 0, rel_v = 0;
+    for (int d = 0; d < kMaxRank; ++d) {
+      const int64_t y = int64_t(shape.dims[d].dilation) * code_field(code, d);
+      rel_k += y * p.k_strides.spatial[d];
+      rel_v += y * p.v_strides.spatial[d];
+    }
+    ss.kv_rel_k[r] = rel_k;
+    ss.kv_rel_v[r] = rel_v;
+  }
 
   // Base pointers of this (batch, head): recomputed from the kernel parameters at each use.
   auto q_base = [&] {
@@ -85,40 +105,111 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
     return static_cast<const Element*>(ptr) + b() * st.batch + int64_t(hkv()) * st.head;
   };
 
+  // The tile at cursor c -> ss.step[c.it % kStepRing] (row-0 pointers, valid rows, mask
+  // inputs). Row r of a spatial tile is at
+  // sum_d (group + dilation * (begin + y_d)) * stride_d = row 0 + kv_rel[r].
+  auto publish_tile = [&](const FwdTileCursor& c) {
+    const KvTileDesc t = c.tile(w, shape, p.tiles, kBlockN);
+    FwdKvStep st;
+    st.extra = t.extra;
+    st.interior = t.interior;
+    if (!t.extra) {
+      int64_t off_k = 0, off_v = 0;
+      for (int d = 0; d < kMaxRank; ++d) {
+        const int64_t g = t.kv[d].group + int64_t(shape.dims[d].dilation) * t.kv[d].begin;
+        off_k += g * p.k_strides.spatial[d];
+        off_v += g * p.v_strides.spatial[d];
+        st.origin[d] = t.kv[d].begin;
+      }
+      st.k = kv_base(p.k, p.k_strides) + off_k;
+      st.v = kv_base(p.v, p.v_strides) + off_v;
+      st.valid = tile_rows(t.kv, shape).valid;
+      st.extra_count = 0;
+      st.full = true;
+      for (int d = 0; d < kMaxRank; ++d) {
+        st.full = st.full && t.kv[d].end - t.kv[d].begin == p.tiles.kv[d];
+      }
+    } else {
+      st.k = extra_base(p.extra_k, p.extra_k_strides) +
+             int64_t(t.extra_begin) * p.extra_k_strides.token;
+      st.v = extra_base(p.extra_v, p.extra_v_strides) +
+             int64_t(t.extra_begin) * p.extra_v_strides.token;
+      st.valid = BoxInterval{0u, 0u};
+      for (int d = 0; d < kMaxRank; ++d) st.origin[d] = 0;
+      st.extra_count = t.extra_count;
+      st.full = false;
+    }
+    ss.step[c.it % Traits::kStepRing] = st;
+  };
+  // Warp 0 (all lanes): lane l < kStepBatch publishes tile ss.cursor.it + l (if it exists);
+  // the cursor then moves kStepBatch tiles on.
+  const int num_tiles = w.num_tiles();  // (thread 0 wrote it before the barrier above)
+  auto publish_batch = [&] {
+    const int lane = tid;
+    FwdTileCursor c = ss.cursor;
+    __syncwarp();
+    if (lane < Traits::kStepBatch) {
+      for (int i = 0; i < lane; ++i) c.advance(w);
+      if (c.it < num_tiles) publish_tile(c);
+      if (lane == Traits::kStepBatch - 1) {
+        c.advance(w);
+        ss.cursor = c;
+      }
+    }
+    __syncwarp();
+  };
+  if (tid < 32) publish_batch();  // tiles 0 .. kStepBatch - 1
+  __syncthreads();
+
+  // Stage s of K / V (views rebuilt where used: a runtime stage is one pointer add).
+  constexpr int kKVElems = Traits::kKVTileElems;
+  auto sK_at = [&](int s) {
+    return make_tensor(make_smem_ptr(ss.k + s * kKVElems), typename Traits::SmemLayoutKV{});
+  };
+  auto sV_at = [&](int s) {
+    return make_tensor(make_smem_ptr(ss.v + s * kKVElems), typename Traits::SmemLayoutKV{});
+  };
+  auto sVt_at = [&](int s) {
+    return make_tensor(make_smem_ptr(ss.v + s * kKVElems), typename Traits::SmemLayoutVt{});
+  };
   Tensor sQ = make_tensor(make_smem_ptr(ss.q), typename Traits::SmemLayoutQ{});
-  Tensor sK = make_tensor(make_smem_ptr(ss.k), typename Traits::SmemLayoutKV{});
-  Tensor sV = make_tensor(make_smem_ptr(ss.v), typename Traits::SmemLayoutKV{});
-  Tensor sVt = make_tensor(make_smem_ptr(ss.v), typename Traits::SmemLayoutVt{});
+  Tensor sK = sK_at(0);
   Tensor sVtNoSwizzle =
       make_tensor(make_smem_ptr(ss.v), typename Traits::SmemLayoutVtNoSwizzle{});
 
-  // Issue the loads of K (kIsV false) or V of visit-list tile `it`; the choice is static so
-  // that no parameter struct is selected at run time.
-  auto load_kv = [&](auto&& sX, auto is_v, int it) {
+  // Issue the loads of K (kIsV false) or V of the tile `st` describes: one add per row
+  // (spatial: row 0 + kv_rel[r]; extra: + r * token stride). Full spatial tiles (every row
+  // present: most tiles) skip the per-row test; the others select between spatial and extra
+  // rather than branch, so that both kinds share one copy sequence.
+  auto load_kv = [&](auto&& sX, auto is_v, const FwdKvStep& st) {
     constexpr bool kIsV = decltype(is_v)::value;
-    const KvTileDesc t = fwd_kv_tile(w, it, shape, p.tiles, kBlockN);
-    if (!t.extra) {
-      const TileRows rows = tile_rows(t.kv, shape);
-      const int64_t* strides = kIsV ? p.v_strides.spatial : p.k_strides.spatial;
+    if (st.full) {  // CTA-uniform: most tiles; no row table but the offsets
+      const int64_t* rel = kIsV ? ss.kv_rel_v : ss.kv_rel_k;
       gather_rows_async<kBlockN, kHeadDim, kNThreads>(
-          sX, kIsV ? kv_base(p.v, p.v_strides) : kv_base(p.k, p.k_strides),
-          [&](int r, int64_t* off) { return row_offset(rows, ss.kv_code[r], strides, off); },
-          tid);
-    } else {
-      const int64_t stride = kIsV ? p.extra_v_strides.token : p.extra_k_strides.token;
-      gather_rows_async<kBlockN, kHeadDim, kNThreads>(
-          sX,
-          kIsV ? extra_base(p.extra_v, p.extra_v_strides)
-               : extra_base(p.extra_k, p.extra_k_strides),
+          sX, static_cast<const Element*>(kIsV ? st.v : st.k),
           [&](int r, int64_t* off) {
-            *off = int64_t(t.extra_begin + r) * stride;
-            return r < t.extra_count;
+            *off = rel[r];
+            return true;
           },
           tid);
+      return;
     }
+    const bool extra = st.extra;
+    const BoxInterval valid = st.valid;
+    const int count = st.extra_count;
+    const int64_t* rel = kIsV ? ss.kv_rel_v : ss.kv_rel_k;
+    const int64_t token_stride = kIsV ? p.extra_v_strides.token : p.extra_k_strides.token;
+    gather_rows_async<kBlockN, kHeadDim, kNThreads>(
+        sX, static_cast<const Element*>(kIsV ? st.v : st.k),
+        [&](int r, int64_t* off) {
+          const uint32_t code = ss.kv_code[r];
+          *off = extra ? r * token_stride : rel[r];
+          return extra ? r < count : in_box_interval(code, code | kCodeGuard, valid);
+        },
+        tid);
   };
 
-  // Prologue: Q and the first K tile in one cp.async group.
+  // Prologue: Q and tile 0's K and V in one cp.async group.
   {
     const TileRows q_rows = tile_rows(w.q, shape);
     gather_rows_async<kBlockM, kHeadDim, kNThreads>(
@@ -128,7 +219,8 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
         },
         tid);
   }
-  load_kv(sK, std::false_type{}, 0);
+  load_kv(sK_at(0), std::false_type{}, ss.step[0]);
+  load_kv(sV_at(0), std::true_type{}, ss.step[0]);
   cp_async_fence();
 
   typename Traits::TiledMma mma;
@@ -148,54 +240,57 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   OnlineSoftmax<kRows> softmax;
   const float scale_log2 = p.scale * float(M_LOG2E);
 
-  // The trip count is read from shared memory each time (the barriers in the loop force the
-  // reload), one register less across the loop.
-  for (int it = 0; it < w.num_tiles(); ++it) {
+  for (int it = 0; it < num_tiles; ++it) {
+    const int stage = it & 1;
     Tensor acc_s = partition_fragment_C(mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
     clear(acc_s);
     cp_async_wait<0>();
-    __syncthreads();  // K(it) landed; every warp is done with V(it - 1)
-    load_kv(sV, std::true_type{}, it);
-    cp_async_fence();
-
+    // Tile it landed; every warp is done with tile it - 1, whose stage the next loads
+    // overwrite; step(it + 1) is published.
+    __syncthreads();
     // Thread-dependent shared-memory addresses are rebuilt each iteration from an opaque
     // thread index instead of being carried across the loop (registers; see opaque()).
     const int ltid = opaque(tid);
     auto thr_copy_q = copy_q.get_thread_slice(ltid);
     auto thr_copy_k = copy_k.get_thread_slice(ltid);
     gemm_ss<Traits::kPrefetchS>(mma, acc_s, tSrQ, tSrK, thr_copy_q.partition_S(sQ),
-                                thr_copy_k.partition_S(sK), copy_q, copy_k, thr_copy_q,
-                                thr_copy_k);
+                                thr_copy_k.partition_S(sK_at(stage)), copy_q, copy_k,
+                                thr_copy_q, thr_copy_k);
 
-    Tensor s_rc = rowcol_view(acc_s);
-    {
-      Tensor tScS_rc = rowcol_view(mma.get_thread_slice(ltid).partition_C(
-          make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{})));
-      const KvTileDesc t = fwd_kv_tile(w, it, shape, p.tiles, kBlockN);
-      if (!t.interior) {  // CTA-uniform
-        if (!t.extra) {
-          const int origin[kMaxRank] = {t.kv[0].begin, t.kv[1].begin, t.kv[2].begin};
-          mask_rows_by_window(s_rc, tScS_rc, ss.q_win_begin, ss.q_win_end, ss.kv_code,
-                              origin);
-        } else {
-          mask_cols_beyond(s_rc, tScS_rc, t.extra_count);
-        }
-      }
+    // Loads of tile it + 1 after the S MMAs are issued, so that their address work overlaps
+    // the MMAs in flight rather than delaying their start.
+    if (it + 1 < num_tiles) {
+      const FwdKvStep& next = ss.step[(it + 1) % Traits::kStepRing];
+      load_kv(sK_at(stage ^ 1), std::false_type{}, next);
+      load_kv(sV_at(stage ^ 1), std::true_type{}, next);
+      cp_async_fence();
+    }
+    // Tiles it + kStepBatch .. it + 2 kStepBatch - 1 into the ring: their slots held tiles
+    // it - kStepBatch .. it - 1, last read (masks, loads) before the barrier above; their
+    // first readers (the loads of tile it + kStepBatch) come kStepBatch - 1 barriers later.
+    if (tid < 32 && it % Traits::kStepBatch == 0 && it + Traits::kStepBatch < num_tiles) {
+      publish_batch();
     }
 
-    cp_async_wait<0>();
-    __syncthreads();  // V(it) landed; every warp is done with K(it)
-    if (it + 1 < w.num_tiles()) {
-      load_kv(sK, std::false_type{}, it + 1);
-      cp_async_fence();
+    Tensor s_rc = rowcol_view(acc_s);
+    const FwdKvStep& cur = ss.step[it % Traits::kStepRing];
+    if (!cur.interior) {  // CTA-uniform
+      Tensor tScS_rc = rowcol_view(mma.get_thread_slice(ltid).partition_C(
+          make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{})));
+      if (!cur.extra) {
+        mask_rows_by_window(s_rc, tScS_rc, ss.q_win_begin, ss.q_win_end, ss.kv_code,
+                            cur.origin);
+      } else {
+        mask_cols_beyond(s_rc, tScS_rc, cur.extra_count);
+      }
     }
 
     softmax.update(s_rc, acc_o_rc, scale_log2);
     Tensor rP = convert_fragment<Element>(acc_s);
     Tensor tOrP = make_tensor(rP.data(), acc_to_a_layout(rP.layout()));
     auto thr_copy_v = copy_v.get_thread_slice(opaque(tid));
-    gemm_rs<Traits::kPrefetchPV>(mma, acc_o, tOrP, tOrVt, thr_copy_v.partition_S(sVt), copy_v,
-                                 thr_copy_v);
+    gemm_rs<Traits::kPrefetchPV>(mma, acc_o, tOrP, tOrVt,
+                                 thr_copy_v.partition_S(sVt_at(stage)), copy_v, thr_copy_v);
   }
 
   float lse[kRows];

@@ -42,15 +42,33 @@ CUTE_DEVICE void gather_rows_async(SmemTensor&& sX, const Element* base, RowFn&&
   static_assert(kRows % Shape_::kRowsPerPass == 0, "whole passes");
   tid = opaque(tid);
   const int chunk = tid % Shape_::kChunks;
+  const int r0 = tid / Shape_::kChunks;
+  // The swizzle permutes 16-byte chunks within 8-row blocks only, so with passes of whole
+  // 8-row blocks row r0 + pass * kRowsPerPass sits a compile-time distance from row r0: one
+  // swizzled address per thread instead of one per pass (tests/cpp/sm80_layout_check.cc
+  // checks this property of every row layout).
+  constexpr bool kBlockPasses = Shape_::kRowsPerPass % 8 == 0;
+  constexpr int kPasses = kRows / Shape_::kRowsPerPass;
+  // Two phases: every row's address first, then the copies. The copies write shared
+  // memory, so shared-memory reads inside row_fn (row tables) cannot move above an earlier
+  // copy; with the addresses first their latencies overlap instead of adding up per pass.
+  const Element* src[kPasses];
+  bool valid[kPasses];
   CUTE_UNROLL
-  for (int pass = 0; pass < kRows / Shape_::kRowsPerPass; ++pass) {
-    const int r = tid / Shape_::kChunks + pass * Shape_::kRowsPerPass;
+  for (int pass = 0; pass < kPasses; ++pass) {
     int64_t offset = 0;
-    const bool valid = row_fn(r, &offset);
-    const Element* src = valid ? base + offset + chunk * 8 : base;
+    valid[pass] = row_fn(r0 + pass * Shape_::kRowsPerPass, &offset);
+    src[pass] = valid[pass] ? base + offset + chunk * 8 : base;
+  }
+  Element* dst0 = &sX(r0, chunk * 8);
+  CUTE_UNROLL
+  for (int pass = 0; pass < kPasses; ++pass) {
+    const int r = r0 + pass * Shape_::kRowsPerPass;
+    Element* dst = kBlockPasses ? dst0 + int(sX.layout()(pass * Shape_::kRowsPerPass, 0))
+                                : &sX(r, chunk * 8);
     SM80_CP_ASYNC_CACHEGLOBAL_ZFILL<uint128_t>::copy(
-        *reinterpret_cast<const uint128_t*>(src),
-        *reinterpret_cast<uint128_t*>(&sX(r, chunk * 8)), valid);
+        *reinterpret_cast<const uint128_t*>(src[pass]), *reinterpret_cast<uint128_t*>(dst),
+        valid[pass]);
   }
 }
 

@@ -80,8 +80,22 @@ struct CopyAtoms {
 };
 
 // ---- Forward ------------------------------------------------------------------------------
+// One KV tile of the forward's visit list as every thread of the CTA uses it, published in
+// shared memory by thread 0 one iteration ahead (fwd_kernel.h).
+struct FwdKvStep {
+  const void* k;          // spatial: token of box row 0 (row r: + kv_rel_k[r]); extra: the
+  const void* v;          //   chunk's first token (row r: + r * token stride)
+  BoxInterval valid;      // spatial: box rows that exist (partial tiles at a group's end)
+  int origin[kMaxRank];   // spatial: group-local origin of the tile (element mask)
+  int extra_count;        // extra: tokens in the chunk (rows r < extra_count exist)
+  bool extra;
+  bool interior;          // no element mask
+  bool full;              // spatial and every row exists (no per-row test)
+};
+
 // kBlockM query rows (one Q tile) x kBlockN key rows (one KV tile), warps along M: each warp
 // owns 16 rows per MMA tile, so row statistics stay inside a warp (quad shuffles only).
+// K and V are double buffered (kStages): tile it + 1 loads while tile it computes.
 template <class Element_, int kHeadDim_, int kBlockM_, int kBlockN_, int kNWarps_,
           bool kPrefetchS_ = true, bool kPrefetchPV_ = true>
 struct FwdTraits {
@@ -91,6 +105,11 @@ struct FwdTraits {
   static constexpr int kBlockN = kBlockN_;
   static constexpr int kNWarps = kNWarps_;
   static constexpr int kNThreads = kNWarps * 32;
+  static constexpr int kStages = 2;
+  // Visit-list tiles are published kStepBatch at a time (one per lane of warp 0) into a ring
+  // of two batches (fwd_kernel.h).
+  static constexpr int kStepBatch = 8;
+  static constexpr int kStepRing = 2 * kStepBatch;
   static_assert(kBlockM % (16 * kNWarps) == 0, "each warp owns whole 16-row MMA tiles");
   static_assert(kBlockN % 16 == 0 && kHeadDim % 32 == 0, "tile shapes");
   // Prefetch the next ldmatrix k-slice in the S = Q K^T GEMM (see gemm_ss).
@@ -106,18 +125,25 @@ struct FwdTraits {
   using SmemLayoutVtNoSwizzle = typename Rows::template TransposedTileNoSwizzle<kBlockN>;
   using Atoms = CopyAtoms<Element>;
 
+  static constexpr int kKVTileElems = cosize_v<SmemLayoutKV>;
+
   struct SharedStorage {
     alignas(128) Element q[cosize_v<SmemLayoutQ>];  // also the output staging tile
-    alignas(128) Element k[cosize_v<SmemLayoutKV>];
-    alignas(128) Element v[cosize_v<SmemLayoutKV>];
+    alignas(128) Element k[kStages * kKVTileElems];  // stage s at k + s * kKVTileElems
+    alignas(128) Element v[kStages * kKVTileElems];
     // Per Q row: group-local window [begin, end) per dim (x, y, z; w unused).
     int4 q_win_begin[kBlockM];
     int4 q_win_end[kBlockM];
     uint32_t q_code[kBlockM];   // box coordinate of each Q row (index_math.h)
     uint32_t kv_code[kBlockN];  // box coordinate of each KV row (= score column)
+    // Element offset of KV row r from row 0 of any spatial KV tile (K and V strides).
+    int64_t kv_rel_k[kBlockN];
+    int64_t kv_rel_v[kBlockN];
     // The CTA's schedule, read from shared memory where needed rather than held in
     // registers across the main loop (the accumulators need nearly all 255).
     FwdSchedule sched;
+    FwdTileCursor cursor;       // warp 0's walk of the visit list: next tile to publish
+    FwdKvStep step[kStepRing];  // tile it in step[it % kStepRing]
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));
 };

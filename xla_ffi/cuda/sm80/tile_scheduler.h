@@ -52,32 +52,65 @@ GNA_HD FwdSchedule make_fwd_schedule(int64_t cta, const TileGrid& grid, const Pr
   return w;
 }
 
+// The spatial KV tile at in-box index idx (per dim, row-major position in w.box).
+GNA_HD KvTileDesc spatial_kv_tile(const FwdSchedule& w, const int idx[kMaxRank],
+                                  const TileShape& tiles) {
+  KvTileDesc t;
+  t.extra = false;
+  t.interior = true;
+  for (int d = 0; d < kMaxRank; ++d) {
+    const int b = (w.box.first[d] + idx[d]) * tiles.kv[d];
+    const int e = imin(b + tiles.kv[d], w.q[d].group_len);
+    t.kv[d] = {w.q[d].group, w.q[d].group_len, b, e};
+    t.interior = t.interior && kv_tile_interior(w.bounds[d], b, e, tiles.kv[d]);
+  }
+  t.extra_begin = 0;
+  t.extra_count = 0;
+  return t;
+}
+
+// Additional-KV tile number e (0-based, after the spatial ones).
+GNA_HD KvTileDesc extra_kv_tile(int e, const ProblemShape& s, int kv_tile_tokens) {
+  KvTileDesc t;
+  t.extra = true;
+  t.extra_begin = e * kv_tile_tokens;
+  t.extra_count = imin(kv_tile_tokens, s.num_extra - t.extra_begin);
+  t.interior = t.extra_count == kv_tile_tokens;
+  for (int d = 0; d < kMaxRank; ++d) t.kv[d] = {0, 1, 0, 1};
+  return t;
+}
+
 // Tile `it` of a Q tile's visit list: the KV box row-major, then the additional-KV tiles.
 GNA_HD KvTileDesc fwd_kv_tile(const FwdSchedule& w, int it, const ProblemShape& s,
                               const TileShape& tiles, int kv_tile_tokens) {
-  KvTileDesc t;
   if (it < w.num_spatial) {
     int idx[kMaxRank];
     box_index(w.box, it, idx);
-    t.extra = false;
-    t.interior = true;
-    for (int d = 0; d < kMaxRank; ++d) {
-      const int b = (w.box.first[d] + idx[d]) * tiles.kv[d];
-      const int e = imin(b + tiles.kv[d], w.q[d].group_len);
-      t.kv[d] = {w.q[d].group, w.q[d].group_len, b, e};
-      t.interior = t.interior && kv_tile_interior(w.bounds[d], b, e, tiles.kv[d]);
-    }
-    t.extra_begin = 0;
-    t.extra_count = 0;
-  } else {
-    t.extra = true;
-    t.extra_begin = (it - w.num_spatial) * kv_tile_tokens;
-    t.extra_count = imin(kv_tile_tokens, s.num_extra - t.extra_begin);
-    t.interior = t.extra_count == kv_tile_tokens;
-    for (int d = 0; d < kMaxRank; ++d) t.kv[d] = {0, 1, 0, 1};
+    return spatial_kv_tile(w, idx, tiles);
   }
-  return t;
+  return extra_kv_tile(it - w.num_spatial, s, kv_tile_tokens);
 }
+
+// The same visit list walked one tile at a time without divisions (the kernel's main loop
+// advances it once per KV tile): an odometer over the KV box, last dim fastest.
+// tile() after n advance() calls equals fwd_kv_tile(w, n, ...) (host-checked).
+struct FwdTileCursor {
+  int it = 0;
+  int idx[kMaxRank] = {0, 0, 0};
+
+  GNA_HD void advance(const FwdSchedule& w) {
+    ++it;
+    for (int d = kMaxRank - 1; d >= 0; --d) {
+      if (++idx[d] < w.box.count[d] || d == 0) break;
+      idx[d] = 0;
+    }
+  }
+  GNA_HD KvTileDesc tile(const FwdSchedule& w, const ProblemShape& s, const TileShape& tiles,
+                         int kv_tile_tokens) const {
+    return it < w.num_spatial ? spatial_kv_tile(w, idx, tiles)
+                              : extra_kv_tile(it - w.num_spatial, s, kv_tile_tokens);
+  }
+};
 
 // ---- Backward, KV-tile-major --------------------------------------------------------------
 
