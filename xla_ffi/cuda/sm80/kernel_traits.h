@@ -81,7 +81,7 @@ struct CopyAtoms {
 
 // ---- Forward ------------------------------------------------------------------------------
 // One KV tile of the forward's visit list as every thread of the CTA uses it, published in
-// shared memory by thread 0 one iteration ahead (fwd_kernel.h).
+// shared memory by warp 0's lanes, a batch of tiles ahead (fwd_kernel.h).
 struct FwdKvStep {
   const void* k;          // spatial: token of box row 0 (row r: + kv_rel_k[r]); extra: the
   const void* v;          //   chunk's first token (row r: + r * token stride)

@@ -91,8 +91,8 @@ GNA_HD KvTileDesc fwd_kv_tile(const FwdSchedule& w, int it, const ProblemShape& 
   return extra_kv_tile(it - w.num_spatial, s, kv_tile_tokens);
 }
 
-// The same visit list walked one tile at a time without divisions (the kernel's main loop
-// advances it once per KV tile): an odometer over the KV box, last dim fastest.
+// The same visit list walked one tile at a time without divisions (the forward kernel's
+// warp 0 advances it as it publishes tiles): an odometer over the KV box, last dim fastest.
 // tile() after n advance() calls equals fwd_kv_tile(w, n, ...) (host-checked).
 struct FwdTileCursor {
   int it = 0;
