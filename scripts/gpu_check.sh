@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one GPU script: build, GPU tests, sanitizer, benchmark; a short table last.
 #
-#   bash scripts/gpu_check.sh [all|build|smoke|suite|dispatch|sanitize|sanitize90|large|sm90self|reference|bench|dit|cli|tiles|ncu|ncu80|scaling]...
+#   bash scripts/gpu_check.sh [all|build|smoke|suite|dispatch|sanitize|sanitize90|large|sm90self|sm90items|reference|bench|dit|cli|tiles|ncu|ncu80|ncu90jax|scaling]...
 #
 # Runs on a CUDA machine without network access (the H200 of the device tool): wheels that
 # image lacks (nvidia-cutlass) come from .whl/; a CUDA library prebuilt elsewhere may come in
@@ -72,6 +72,15 @@ export JAX_GNA_REQUIRE_BACKENDS=sm80,sm90
 want smoke && run_stage smoke 400 python3 tests/gpu/test_kernels_sm80_smoke.py
 want sm90self && [ -x xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest ] && \
   run_stage sm90self 500 xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest correct
+# The sm90 kernel again with its persistent grid capped at 3 CTAs (test hook in launch.h), so
+# the small test problems hand many work items over inside each CTA (Q buffers, the
+# epilogue overlapping the next item's first GEMM).
+want sm90items && [ -x xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest ] && \
+  run_stage sm90items_self 500 env JAX_GNA_SM90_MAX_CTAS=3 \
+  xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest correct
+want sm90items && run_stage sm90items_suite 580 env JAX_GNA_SM90_MAX_CTAS=3 \
+  JAX_GNA_TEST_EXAMPLES="${GNA_EXAMPLES:-200}" python3 -m pytest -q -s -x -p no:cacheprovider \
+  tests/test_attention.py -k sm90
 want suite && run_stage suite 580 env JAX_GNA_TEST_EXAMPLES="${GNA_EXAMPLES:-200}" \
   python3 -m pytest -q -s -x -p no:cacheprovider tests/test_attention.py -k "sm80 or sm90"
 want dispatch && run_stage dispatch 300 python3 -m pytest -q -p no:cacheprovider \
@@ -91,7 +100,8 @@ if want sanitize90 && [ -x xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest ]; 
   # rand8 3-D dilation/extra D256; rand2 1-D fp16 extra D256 (names: selftest list)
   for case in ${SANITIZE90_CASES:-rand6 rand7 rand8 rand2}; do
     for tool in memcheck racecheck; do
-      run_stage "sm90${tool}_$case" 300 compute-sanitizer --tool "$tool" --error-exitcode 9 \
+      run_stage "sm90${tool}_$case" 300 env JAX_GNA_SM90_MAX_CTAS=2 compute-sanitizer \
+        --tool "$tool" --error-exitcode 9 \
         xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest correct "$case"
     done
   done
@@ -127,24 +137,28 @@ if [[ " ${STAGES[*]} " == *" ncu "* ]] && [ -x xla_ffi/cuda/sm90/test/prebuilt/s
       xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest bench "$c"
   done
 fi
-# Nsight Compute of the sm80 forward kernel through JAX (named only): one launch per case
-# (NCU80_CASES: ';'-separated "name profile-CLI-args"), full set with per-instruction stall
-# sampling; the report, its details page and its SASS source page go to $OUT. The kernel is
-# matched by its demangled name (its function name alone is just "fwd_kernel").
-if [[ " ${STAGES[*]} " == *" ncu80 "* ]]; then
-  IFS=';' read -ra ncu80_cases <<< "${NCU80_CASES:-flux -i 256 256 -w 80 80 -s 16 16;seq32k -i 32768 -w 2048 -s 2048}"
-  for c in "${ncu80_cases[@]}"; do
-    name=${c%% *}
-    run_stage "ncu80_$name" 300 env XLA_FLAGS=--xla_gpu_enable_command_buffer= ncu \
-      --clock-control none --kernel-name-base demangled -k regex:sm80::fwd_kernel \
-      --launch-skip 2 --launch-count 1 --set full -f -o "$OUT/ncu80_$name" \
+# Nsight Compute of a forward kernel through JAX (named only): `ncu80` profiles the sm80
+# forward, `ncu90jax` the sm90 one; one launch per case (NCU80_CASES: ';'-separated
+# "name profile-CLI-args"), full set with per-instruction stall sampling; the report, its
+# details page and its SASS source page go to $OUT. The kernel is matched by its demangled
+# name (the sm80 function name alone is just "fwd_kernel").
+for ncu_stage in ncu80 ncu90jax; do
+  [[ " ${STAGES[*]} " == *" $ncu_stage "* ]] || continue
+  if [ $ncu_stage = ncu80 ]; then backend=sm80 kernel=sm80::fwd_kernel
+  else backend=sm90 kernel=gna_fwd_sm90_kernel; fi
+  IFS=';' read -ra ncu_jax_cases <<< "${NCU80_CASES:-flux -i 256 256 -w 80 80 -s 16 16;seq32k -i 32768 -w 2048 -s 2048}"
+  for c in "${ncu_jax_cases[@]}"; do
+    name=${ncu_stage}_${c%% *}
+    run_stage "$name" 300 env XLA_FLAGS=--xla_gpu_enable_command_buffer= ncu \
+      --clock-control none --kernel-name-base demangled -k "regex:$kernel" \
+      --launch-skip 2 --launch-count 1 --set full -f -o "$OUT/$name" \
       python3 -m jax_gna.profile ${c#* } --heads 24 --head-dim 128 --dtype bf16 \
-      --backend sm80 --warmup 1 --repeats 2 --no-device-trace
-    ncu -i "$OUT/ncu80_$name.ncu-rep" --page details > "$OUT/ncu80_${name}_details.txt" 2>&1
-    ncu -i "$OUT/ncu80_$name.ncu-rep" --page source --csv --print-source sass \
-      > "$OUT/ncu80_${name}_sass.csv" 2>&1
+      --backend $backend --warmup 1 --repeats 2 --no-device-trace
+    ncu -i "$OUT/$name.ncu-rep" --page details > "$OUT/${name}_details.txt" 2>&1
+    ncu -i "$OUT/$name.ncu-rep" --page source --csv --print-source sass \
+      > "$OUT/${name}_sass.csv" 2>&1
   done
-fi
+done
 # Multi-GPU scaling runs only when named (it needs a machine of several GPUs).
 [[ " ${STAGES[*]} " == *" scaling "* ]] && run_stage scaling 580 python3 \
   scripts/multi_gpu_scaling.py ${SCALING_ARGS:-} --json "$OUT/scaling.json"

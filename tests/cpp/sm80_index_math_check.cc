@@ -244,6 +244,22 @@ static void check_problem(const Problem& pr) {
       for (int d = 0; d < 3; ++d) {
         CHECK(t.kv[d].group == w.q[d].group && t.kv[d].begin < t.kv[d].group_len, "kv tile");
       }
+      // KV row addresses as the forward forms them: the tile's origin_offset plus the
+      // per-CTA row_delta table (box_steps), for every row that exists.
+      {
+        const TileRows rows = tile_rows(t.kv, s);
+        const int64_t strides[3] = {int64_t(s.dims[1].length) * s.dims[2].length,
+                                    s.dims[2].length, 1};
+        int step[3];
+        box_steps(s, step);
+        for (int cidx = 0; cidx < pr.kv_tokens; ++cidx) {
+          int kc[3];
+          if (!row_coords(t.kv, tiles.kv, cidx, s, kc)) continue;
+          const int64_t off = origin_offset(rows, strides) +
+                              row_delta(step, box_code(cidx, tiles.kv), strides);
+          CHECK(off == kc[0] * strides[0] + kc[1] * strides[1] + kc[2], "kv row offset");
+        }
+      }
       // Mask tables as the kernel builds them.
       const int origin[3] = {t.kv[0].begin, t.kv[1].begin, t.kv[2].begin};
       for (int r = 0; r < pr.q_tokens; ++r) {

@@ -82,14 +82,10 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   for (int r = tid; r < kBlockN; r += kNThreads) {
     const uint32_t code = box_code(r, p.tiles.kv);
     ss.kv_code[r] = code;
-    int64_t rel_k = 0, rel_v = 0;
-    for (int d = 0; d < kMaxRank; ++d) {
-      const int64_t y = int64_t(shape.dims[d].dilation) * code_field(code, d);
-      rel_k += y * p.k_strides.spatial[d];
-      rel_v += y * p.v_strides.spatial[d];
-    }
-    ss.kv_rel_k[r] = rel_k;
-    ss.kv_rel_v[r] = rel_v;
+    int step[kMaxRank];
+    box_steps(shape, step);
+    ss.kv_rel_k[r] = row_delta(step, code, p.k_strides.spatial);
+    ss.kv_rel_v[r] = row_delta(step, code, p.v_strides.spatial);
   }
 
   // Base pointers of this (batch, head): recomputed from the kernel parameters at each use.
@@ -106,27 +102,21 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   };
 
   // The tile at cursor c -> ss.step[c.it % kStepRing] (row-0 pointers, valid rows, mask
-  // inputs). Row r of a spatial tile is at
-  // sum_d (group + dilation * (begin + y_d)) * stride_d = row 0 + kv_rel[r].
+  // inputs). Row r of a spatial tile is at row 0 (origin_offset) + kv_rel[r] (row_delta).
   auto publish_tile = [&](const FwdTileCursor& c) {
     const KvTileDesc t = c.tile(w, shape, p.tiles, kBlockN);
     FwdKvStep st;
     st.extra = t.extra;
     st.interior = t.interior;
     if (!t.extra) {
-      int64_t off_k = 0, off_v = 0;
-      for (int d = 0; d < kMaxRank; ++d) {
-        const int64_t g = t.kv[d].group + int64_t(shape.dims[d].dilation) * t.kv[d].begin;
-        off_k += g * p.k_strides.spatial[d];
-        off_v += g * p.v_strides.spatial[d];
-        st.origin[d] = t.kv[d].begin;
-      }
-      st.k = kv_base(p.k, p.k_strides) + off_k;
-      st.v = kv_base(p.v, p.v_strides) + off_v;
-      st.valid = tile_rows(t.kv, shape).valid;
+      const TileRows rows = tile_rows(t.kv, shape);
+      st.k = kv_base(p.k, p.k_strides) + origin_offset(rows, p.k_strides.spatial);
+      st.v = kv_base(p.v, p.v_strides) + origin_offset(rows, p.v_strides.spatial);
+      st.valid = rows.valid;
       st.extra_count = 0;
       st.full = true;
       for (int d = 0; d < kMaxRank; ++d) {
+        st.origin[d] = t.kv[d].begin;
         st.full = st.full && t.kv[d].end - t.kv[d].begin == p.tiles.kv[d];
       }
     } else {

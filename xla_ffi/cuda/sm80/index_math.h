@@ -83,26 +83,44 @@ struct TileRows {
   BoxInterval valid;
 };
 
+// The step per dim between neighbouring box rows: the dilation. The same for every tile of a
+// problem, which is what lets a kernel tabulate row_delta once per CTA.
+GNA_HD void box_steps(const ProblemShape& s, int step[kMaxRank]) {
+  for (int d = 0; d < kMaxRank; ++d) step[d] = s.dims[d].dilation;
+}
+
 GNA_HD TileRows tile_rows(const DimTile t[kMaxRank], const ProblemShape& s) {
   TileRows r;
-  for (int d = 0; d < kMaxRank; ++d) {
-    r.base[d] = t[d].group + s.dims[d].dilation * t[d].begin;
-    r.step[d] = s.dims[d].dilation;
-  }
+  box_steps(s, r.step);
+  for (int d = 0; d < kMaxRank; ++d) r.base[d] = t[d].group + r.step[d] * t[d].begin;
   r.valid = box_interval(0, 0, 0, t[0].end - t[0].begin, t[1].end - t[1].begin,
                          t[2].end - t[2].begin);
   return r;
 }
 
-// Element offset (int64) of the token of box row `code` in a tensor with spatial strides
-// `stride`; returns whether the row exists.
-GNA_HD bool row_offset(const TileRows& r, uint32_t code, const int64_t stride[kMaxRank],
-                       int64_t* offset) {
+// Element offset (int64) of the tile's box row 0 in a tensor with spatial strides `stride`.
+GNA_HD int64_t origin_offset(const TileRows& r, const int64_t stride[kMaxRank]) {
+  int64_t off = 0;
+  for (int d = 0; d < kMaxRank; ++d) off += int64_t(r.base[d]) * stride[d];
+  return off;
+}
+
+// Element offset of box row `code` from box row 0 (steps from box_steps): independent of
+// the tile.
+GNA_HD int64_t row_delta(const int step[kMaxRank], uint32_t code,
+                         const int64_t stride[kMaxRank]) {
   int64_t off = 0;
   for (int d = 0; d < kMaxRank; ++d) {
-    off += int64_t(r.base[d] + r.step[d] * code_field(code, d)) * stride[d];
+    off += int64_t(step[d]) * code_field(code, d) * stride[d];
   }
-  *offset = off;
+  return off;
+}
+
+// Element offset of the token of box row `code` (origin_offset + row_delta); returns whether
+// the row exists.
+GNA_HD bool row_offset(const TileRows& r, uint32_t code, const int64_t stride[kMaxRank],
+                       int64_t* offset) {
+  *offset = origin_offset(r, stride) + row_delta(r.step, code, stride);
   return in_box_interval(code, code | kCodeGuard, r.valid);
 }
 

@@ -1,48 +1,22 @@
 // Online softmax in fp32 over the (row, column) view of the score accumulator (mma_utils.h).
-// Scores stay unscaled; exponentials are exp2(s * scale_log2 - max * scale_log2) with
-// scale_log2 = scale * log2(e) pre-multiplied, one FFMA + one MUFU.EX2 per element
-// (ex2.approx.ftz: exp2f would add a range test and two multiplies per element for
-// denormal results, which round to zero in the bf16/fp16 P anyway). The four threads of a
-// quad share each row (m16n8 accumulator layout): row max and sum reduce with two
-// xor-shuffles. Requires scale > 0 (the handler checks): the running max of unscaled scores
-// is then the max of scaled ones.
-//
-// Lazy rescaling: the running max a row's exponentials are taken against moves only when a
-// tile raises the row max by more than kRescaleLog2 (in log2 units), and then for the whole
-// warp at once (a warp vote, so the branch is uniform). In between, probabilities may exceed
-// 1 by at most 2^kRescaleLog2 = 256: exact in fp32 sums, within range of bf16/fp16 P, and
-// the final normalisation and LSE use the same stale max, so results are unchanged. It
-// saves the O-accumulator rescale (one multiply per accumulator element) on almost every
-// tile once the first few tiles have set the row maxima.
+// Scores stay unscaled; exponentials, quad reductions and the lazy rescale (the running max
+// moves only when a tile raises it by more than kRescaleLog2, for the whole warp at once)
+// are common/softmax_math.h's. The four threads of a quad share each row (m16n8
+// accumulator layout).
 #pragma once
 
 #include <cute/tensor.hpp>
 
 #include <cmath>
 
+#include "common/softmax_math.h"
+
 namespace jax_gna::sm80 {
 
 using namespace cute;
-
-CUTE_DEVICE float quad_allreduce_max(float x) {
-  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
-  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
-}
-
-CUTE_DEVICE float quad_allreduce_sum(float x) {
-  x += __shfl_xor_sync(0xffffffffu, x, 1);
-  return x + __shfl_xor_sync(0xffffffffu, x, 2);
-}
-
-// 2^x with the MUFU directly (flush-to-zero; ex2(-inf) = 0).
-CUTE_DEVICE float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
-// Rescale threshold of the lazy running max, log2 units (probabilities stay <= 2^8).
-constexpr float kRescaleLog2 = 8.f;
+using common::fast_exp2;
+using common::quad_allreduce_max;
+using common::quad_allreduce_sum;
 
 template <int kRows>
 struct OnlineSoftmax {
@@ -71,8 +45,7 @@ struct OnlineSoftmax {
       CUTE_UNROLL
       for (int c = 0; c < size<1>(s); ++c) m = fmaxf(m, s(r, c));
       m_new[r] = quad_allreduce_max(m);
-      // -inf - -inf is NaN (compares false): a row that has seen no key yet stays put.
-      raise = raise || (m_new[r] - row_max[r]) * scale_log2 > kRescaleLog2;
+      raise = raise || common::max_moved(row_max[r], m_new[r], scale_log2);
     }
     if (__any_sync(0xffffffffu, raise)) {  // warp-uniform
       CUTE_UNROLL

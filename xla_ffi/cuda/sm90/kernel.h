@@ -1,8 +1,9 @@
 // The sm90 GNA forward kernel: shared memory setup, barriers, role dispatch.
 //
 // 384 threads, one CTA per SM, persistent. Warpgroup 0 gives registers back
-// (setmaxnreg.dec 40) and one of its threads is the TMA producer; warpgroups 1 and 2 take
-// registers (setmaxnreg.inc 232) and are the consumers.
+// (setmaxnreg.dec 40) and two of its threads (in different warps) are the TMA producers, one
+// for Q tiles and work items, one for K/V tiles; warpgroups 1 and 2 take registers
+// (setmaxnreg.inc 232) and are the consumers.
 #pragma once
 
 #include <cute/arch/cluster_sm90.hpp>
@@ -45,8 +46,11 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       cute::prefetch_tma_descriptor(&p.tma_ek);
       cute::prefetch_tma_descriptor(&p.tma_ev);
     }
-    cutlass::arch::ClusterBarrier::init(&ss.q_full, 1);
-    cutlass::arch::ClusterBarrier::init(&ss.q_empty, Traits::kNumMmaThreads);
+    for (int i = 0; i < Traits::kQStages; ++i) {
+      cutlass::arch::ClusterBarrier::init(&ss.q_full[i], 1);
+      cutlass::arch::ClusterBarrier::init(&ss.q_empty[i], Traits::kNumMmaThreads);
+      cutlass::arch::ClusterBarrier::init(&ss.item_full[i], 1);
+    }
   }
   // Mask table (launch constant; tile_map.h).
   for (int idx = threadIdx.x; idx < p.prob.tab_entries; idx += Traits::kNumThreads) {
@@ -70,7 +74,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
 
   if (warp_group == 0) {
     cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
-    if (threadIdx.x == 0) Mainloop<Traits>::produce(p, ss, pipe_k, pipe_v);
+    if (threadIdx.x == 0) Mainloop<Traits>::produce_kv(p, ss, pipe_k, pipe_v);
+    if (threadIdx.x == 32) Mainloop<Traits>::produce_q(p, ss);
   } else {
     cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
     Mainloop<Traits>::consume(p, ss, pipe_k, pipe_v, warp_group - 1, threadIdx.x % 128);

@@ -18,6 +18,10 @@
 namespace jax_gna {
 namespace sm90 {
 
+// Epilogue staging buffer (epilogue.h), per consumer warpgroup: 64 rows x one 64-column
+// panel of O (8 KB), 128-byte rows with their 16-byte chunks XOR-swizzled by row % 8.
+constexpr int kStageElems = 64 * 64;
+
 // Element: cutlass::bfloat16_t or cutlass::half_t. kHeadDim: D of Q, K, V and O (equal).
 // kBlockN: tokens per KV tile. kStages: K and V pipeline depth (each).
 template <class Element_, int kHeadDim_, int kBlockN_, int kStages_>
@@ -62,7 +66,15 @@ struct FwdTraits {
   // extents with product N.
   static constexpr int kMaskWords = 4 * (kBlockN + 5);
 
-  static constexpr uint32_t kQBytes = kBlockM * kHeadDim * sizeof(Element);
+  // Q buffers. Two where shared memory allows (head dim <= 128): the next item's Q tile then
+  // loads during the whole current item instead of its tail (with one buffer the consumers
+  // waited for it at item starts), and the current item's buffer doubles as the epilogue's
+  // O staging (each warpgroup its own 64 rows of panel 0), so the consumers release it after
+  // the epilogue. Head dim 256 (64 KB per Q tile) keeps one, released at the item's last
+  // QK^T, and a separate staging buffer.
+  static constexpr int kQStages = kHeadDim_ <= 128 ? 2 : 1;
+  static constexpr int kQElems = kBlockM * kHeadDim;
+  static constexpr uint32_t kQBytes = kQElems * sizeof(Element);
   static constexpr uint32_t kKBytes = kBlockN * kHeadDim * sizeof(Element);
   static constexpr uint32_t kVBytes = kBlockN * kHeadDim * sizeof(Element);
 
@@ -96,17 +108,23 @@ struct FwdTraits {
   using PipelineV = cutlass::PipelineTmaAsync<kStages>;
 
   struct SharedStorage {
-    alignas(1024) Element q[cute::cosize_v<SmemLayoutQ>];
+    alignas(1024) Element q[kQStages * cute::cosize_v<SmemLayoutQ>];
     alignas(1024) Element k[cute::cosize_v<SmemLayoutK>];
     alignas(1024) Element v[cute::cosize_v<SmemLayoutVt>];
     alignas(16) uint32_t mask_table[kMaskWords];
     alignas(16) int row_windows[12 * kNumMmaThreads];  // mask.h: consumers' row windows
+    // epilogue.h staging when it cannot live in the Q buffer (one element otherwise)
+    alignas(128) Element o_stage[kQStages == 1 ? kNumMmaWarpGroups * kStageElems : 1];
     typename PipelineK::SharedStorage pipe_k;
     typename PipelineV::SharedStorage pipe_v;
-    alignas(8) uint64_t q_full;   // TMA transaction barrier of the Q tile (+ work item)
-    alignas(8) uint64_t q_empty;  // consumers' release of the Q buffer (256 arrivals)
-    int work;                     // current work item, -1: no more work
+    alignas(8) uint64_t q_full[kQStages];   // TMA transaction barrier of a Q tile (+ item)
+    alignas(8) uint64_t q_empty[kQStages];  // consumers' release of a Q buffer (256 arrivals)
+    alignas(8) uint64_t item_full[kQStages];  // Q producer -> K/V producer: item published
+    WorkItem item[kQStages];                // the work item of each Q buffer
   };
+  static_assert(cute::cosize_v<SmemLayoutQ> == kQElems, "Q buffer size");
+  static_assert(kQStages == 1 || 64 * 64 * kNumMmaWarpGroups <= kBlockM * kPanel,
+                "O staging must fit in panel 0 of a Q buffer");
   static constexpr int kSmemBytes = sizeof(SharedStorage);
   static_assert(kSmemBytes <= 227 * 1024, "shared memory budget exceeded");
 };

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
 #include "jax_gna/params.h"
@@ -172,6 +173,14 @@ cudaError_t launch_fwd(const FwdParams& fp, cudaStream_t stream) {
     if (e == cudaSuccess) e = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, dev);
     if (e != cudaSuccess) return e;
   }
+  // Test hook: JAX_GNA_SM90_MAX_CTAS=n caps the persistent grid at n CTAs, so that small
+  // test problems still give every CTA several work items (item-to-item hand-over: Q
+  // buffers, the epilogue overlapping the next item's first GEMM).
+  static const int max_ctas = [] {
+    const char* e = std::getenv("JAX_GNA_SM90_MAX_CTAS");
+    return e != nullptr && std::atoi(e) > 0 ? std::atoi(e) : 0;
+  }();
+  if (max_ctas > 0 && max_ctas < num_sms) num_sms = max_ctas;
   const int grid = num_sms < kp.prob.total_work ? num_sms : kp.prob.total_work;
 
   auto kernel = &gna_fwd_sm90_kernel<Traits>;

@@ -1,13 +1,14 @@
 // Mainloop of the sm90 GNA forward kernel: the TMA producer and the two WGMMA consumer
 // warpgroups.
 //
-// Producer (one thread of warpgroup 0): per work item it waits until the consumers have
-// released the Q buffer, publishes the item index in shared memory, loads the Q tile (one
-// TMA box per 64-wide head-dim panel) and then the item's KV tiles in the order the
-// consumers use them: K0, then K(j), V(j-1) for j >= 1, then the last V. Each KV tile is
-// one multi-dimensional TMA box straight out of [B, S0, S1, S2, H, D] (no permutation
-// pass); extra tokens come from a second pair of tensor maps. K and V have their own
-// PipelineTmaAsync so QK^T can start as soon as K lands.
+// Producers (two threads of warpgroup 0, in different warps). The Q producer claims work
+// items from the scheduler, decodes each once, publishes it in shared memory and loads its
+// Q tile (one TMA box per 64-wide head-dim panel) into the next of kQStages Q buffers as
+// soon as the consumers have released that buffer. The K/V producer takes each published
+// item and loads its KV tiles in the order the consumers use them: K0, then K(j), V(j-1)
+// for j >= 1, then the last V. Each KV tile is one multi-dimensional TMA box straight out of
+// [B, S0, S1, S2, H, D] (no permutation pass); extra tokens come from a second pair of
+// tensor maps. K and V have their own PipelineTmaAsync so QK^T can start as soon as K lands.
 //
 // Consumers (warpgroups 1, 2; 64 query rows each of the 128-row Q tile): FA3-style
 // schedule. Per KV tile j >= 1, under the warpgroup scheduler barrier, issue S(j) = Q K(j)^T
@@ -15,6 +16,9 @@
 // other warpgroup, wait for S(j) only, mask (boundary tiles) and run the online softmax
 // while PV(j-1) still runs, then wait for PV, rescale O and convert P(j) to 16 bits. The two
 // warpgroups alternate through named barriers, so one's softmax overlaps the other's GEMMs.
+// Items overlap too: the step that issues an item's last PV also issues the next item's
+// S0, and the item's epilogue (O staged through shared memory) runs while that S0 is on the
+// tensor cores.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -34,7 +38,8 @@ namespace jax_gna {
 namespace sm90 {
 
 // Named barriers (CUTLASS user ids; 8 hardware ids are reserved below them).
-enum : uint32_t { kBarSchedWG0 = 0, kBarSchedWG1 = 1 };
+// kBarEpilogueWG*: one warpgroup's epilogue (128 threads, its own staging buffer).
+enum : uint32_t { kBarSchedWG0 = 0, kBarSchedWG1 = 1, kBarEpilogueWG0 = 2, kBarEpilogueWG1 = 3 };
 
 template <class Traits>
 struct Mainloop {
@@ -56,13 +61,14 @@ struct Mainloop {
   // The work item travels with the Q barrier: the producer stores it before its arrive on
   // q_full (release), the consumers load it after their wait (acquire). The CUTLASS barrier
   // asm has no memory clobber, so compiler fences keep the plain accesses on the right side.
-  __device__ __forceinline__ static void store_work(SharedStorage& ss, int w) {
-    *reinterpret_cast<volatile int*>(&ss.work) = w;
+  __device__ __forceinline__ static void store_item(SharedStorage& ss, int buf,
+                                                    const WorkItem& it) {
+    ss.item[buf] = it;
     asm volatile("" ::: "memory");
   }
-  __device__ __forceinline__ static int load_work(SharedStorage& ss) {
+  __device__ __forceinline__ static WorkItem load_item(SharedStorage& ss, int buf) {
     asm volatile("" ::: "memory");
-    return *reinterpret_cast<volatile int*>(&ss.work);
+    return ss.item[buf];
   }
 
   // One KV tile (tile j of the item) into the next stage of `pipe`.
@@ -97,42 +103,72 @@ struct Mainloop {
     ++state;
   }
 
-  // Run by exactly one thread of the producer warpgroup.
-  __device__ static void produce(const KernelParams& p, SharedStorage& ss, PipelineK& pipe_k,
-                                 PipelineV& pipe_v) {
+  // The Q producer: one thread of the producer warpgroup. Claims work items from the
+  // scheduler, decodes them, and per item: waits until its Q buffer is free, publishes the
+  // item (item_full, for the K/V producer; with q_full, for the consumers) and loads the Q
+  // tile. With two Q buffers it runs a whole item ahead of the consumers, so the Q tile has
+  // an item's time to land (issued by the K/V producer after the item's last V, it arrived
+  // too late: Nsight Compute put 7% of the stall samples on the consumers' Q wait, seq32k).
+  __device__ static void produce_q(const KernelParams& p, SharedStorage& ss) {
     using Barrier = cutlass::arch::ClusterBarrier;
     using TxBarrier = cutlass::arch::ClusterTransactionBarrier;
+    constexpr int kQStages = Traits::kQStages;
     constexpr uint64_t kHintQ = static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_FIRST);
+    const ProblemDesc& prob = p.prob;
+    const SchedulerParams sched{prob.total_work, p.counter};
+    const int grid = static_cast<int>(gridDim.x);
+    int w = scheduler_first(static_cast<int>(blockIdx.x));
+    // Item i + 1 is claimed once the consumers start item i (as a single producer did at the
+    // start of item i), so the dynamic scheduler's tail stays one item: with two buffers
+    // that is after the wait for the buffer; with one, before it (claiming and decoding then
+    // overlap the item's tail instead of delaying the Q load).
+    auto claim = [&](uint32_t item) {
+      if (item > 0 && w < prob.total_work) w = scheduler_next(sched, w, grid, DeviceFetchAdd{});
+    };
+    for (uint32_t item = 0;; ++item) {
+      const int qbuf = item % kQStages;
+      if constexpr (kQStages == 1) claim(item);
+      Barrier::wait(&ss.q_empty[qbuf], ((item / kQStages) & 1) ^ 1);
+      if constexpr (kQStages != 1) claim(item);
+      WorkItem it{};
+      it.w = -1;
+      if (w < prob.total_work) it = make_work_item(prob, w);
+      store_item(ss, qbuf, it);
+      Barrier::arrive(&ss.item_full[qbuf]);
+      if (it.w < 0) {  // no more work: the end marker, for the consumers too
+        Barrier::arrive(&ss.q_full[qbuf]);
+        return;
+      }
+      TxBarrier::arrive_and_expect_tx(&ss.q_full[qbuf], Traits::kQBytes);
+      const int x2 = token_coord(prob.dim[2], it.qd[2].group, it.qd[2].q0);
+      const int x1 = token_coord(prob.dim[1], it.qd[1].group, it.qd[1].q0);
+      const int x0 = token_coord(prob.dim[0], it.qd[0].group, it.qd[0].q0);
+#pragma unroll
+      for (int pnl = 0; pnl < kPanels; ++pnl) {
+        cute::SM90_TMA_LOAD_5D::copy(&p.tma_q, &ss.q_full[qbuf], kHintQ,
+                                     ss.q + qbuf * Traits::kQElems + pnl * (kBlockM * kPanel),
+                                     it.wc.hq * kHeadDim + pnl * kPanel, x2, x1, x0, it.wc.b);
+      }
+    }
+  }
+
+  // The K/V producer: another thread of the producer warpgroup. Per item (published by the Q
+  // producer), the KV tiles in the order the consumers use them: K0, (K j, V j-1) for
+  // j >= 1, V last.
+  __device__ static void produce_kv(const KernelParams& p, SharedStorage& ss, PipelineK& pipe_k,
+                                    PipelineV& pipe_v) {
+    using Barrier = cutlass::arch::ClusterBarrier;
+    constexpr int kQStages = Traits::kQStages;
     const ProblemDesc& prob = p.prob;
     PipeState st_k = cutlass::make_producer_start_state<PipelineK>();
     PipeState st_v = cutlass::make_producer_start_state<PipelineV>();
-    const SchedulerParams sched{prob.total_work, p.counter};
-    const int grid = static_cast<int>(gridDim.x);
-    uint32_t item = 0;
-    int w = scheduler_first(static_cast<int>(blockIdx.x));
-    while (w < prob.total_work) {
-      const int w_next = scheduler_next(sched, w, grid, DeviceFetchAdd{});
-      const WorkCoord wc = decode_work(prob, w);
-      QTileDim qd[3];
-#pragma unroll
-      for (int i = 0; i < 3; ++i) qd[i] = q_tile_dim(prob.dim[i], wc.t[i]);
-
-      // Q tile (and the item index) once the consumers are done with the previous Q.
-      Barrier::wait(&ss.q_empty, (item & 1) ^ 1);
-      store_work(ss, w);
-      TxBarrier::arrive_and_expect_tx(&ss.q_full, Traits::kQBytes);
-      {
-        const int x2 = token_coord(prob.dim[2], qd[2].group, qd[2].q0);
-        const int x1 = token_coord(prob.dim[1], qd[1].group, qd[1].q0);
-        const int x0 = token_coord(prob.dim[0], qd[0].group, qd[0].q0);
-#pragma unroll
-        for (int pnl = 0; pnl < kPanels; ++pnl) {
-          cute::SM90_TMA_LOAD_5D::copy(&p.tma_q, &ss.q_full, kHintQ, ss.q + pnl * (kBlockM * kPanel),
-                                       wc.hq * kHeadDim + pnl * kPanel, x2, x1, x0, wc.b);
-        }
-      }
-
-      // KV tiles: K0, (K j, V j-1) for j >= 1, V last.
+    for (uint32_t item = 0;; ++item) {
+      const int qbuf = item % kQStages;
+      Barrier::wait(&ss.item_full[qbuf], (item / kQStages) & 1);
+      const WorkItem it = load_item(ss, qbuf);
+      if (it.w < 0) return;
+      const WorkCoord& wc = it.wc;
+      const QTileDim(&qd)[3] = it.qd;
       const int n_spatial = num_spatial_kv_tiles(qd);
       const int n_total = n_spatial + prob.num_extra_tiles;
       KVCursor cur_k = kv_cursor_begin(qd);
@@ -144,13 +180,7 @@ struct Mainloop {
       }
       load_kv_tile(&p.tma_v, &p.tma_ev, pipe_v, st_v, ss.v, n_total - 1, n_spatial, cur_v, qd, wc,
                    prob);
-      ++item;
-      w = w_next;
     }
-    // No more work: hand the consumers the end marker through the Q barrier.
-    Barrier::wait(&ss.q_empty, (item & 1) ^ 1);
-    store_work(ss, -1);
-    Barrier::arrive(&ss.q_full);
   }
 
   // ---------------------------------------------------------------------------------------
@@ -201,12 +231,16 @@ struct Mainloop {
     auto thr_qk = mma_qk.get_thread_slice(tid);
     auto thr_pv = mma_pv.get_thread_slice(tid);
 
-    Tensor sQ = make_tensor(make_smem_ptr(ss.q), typename Traits::SmemLayoutQ{});
     Tensor sK = make_tensor(make_smem_ptr(ss.k), typename Traits::SmemLayoutK{});
     Tensor sVt = make_tensor(make_smem_ptr(ss.v), typename Traits::SmemLayoutVt{});
-    Tensor sQw = local_tile(sQ, Shape<_64, Int<kHeadDim>>{}, make_coord(wg, _0{}));
-
-    Tensor tSrQ = thr_qk.make_fragment_A(thr_qk.partition_A(sQw));  // (MMA, 1, D/16)
+    // The warpgroup's 64 rows of Q buffer `buf` as GMMA descriptors (rebuilt per item: a
+    // few instructions).
+    auto q_frag = [&](int buf) {
+      Tensor sQ = make_tensor(make_smem_ptr(ss.q + buf * Traits::kQElems),
+                              typename Traits::SmemLayoutQ{});
+      Tensor sQw = local_tile(sQ, Shape<_64, Int<kHeadDim>>{}, make_coord(wg, _0{}));
+      return thr_qk.make_fragment_A(thr_qk.partition_A(sQw));  // (MMA, 1, D/16)
+    };
     Tensor tSrK = thr_qk.make_fragment_B(thr_qk.partition_B(sK));   // (MMA, 1, D/16, PIPE)
     Tensor tOrV = thr_pv.make_fragment_B(thr_pv.partition_B(sVt));  // (MMA, 1, N/16, PIPE)
     Tensor tSrS = partition_fragment_C(mma_qk, Shape<_64, Int<kBlockN>>{});
@@ -217,27 +251,49 @@ struct Mainloop {
     const int quad = lane % 4;
     const int row0 = wg * 64 + (tid / 32) * 16 + lane / 4;  // the thread's rows: row0, row0 + 8
     constexpr int kMmaThreads = Traits::kNumMmaThreads;
+    constexpr int kQStages = Traits::kQStages;
     int* rows_col = ss.row_windows + wg * 128 + tid;  // this thread's row-window column
 
     OnlineSoftmax softmax(p.scale_log2);
     PipeState st_k, st_v;  // consumer start state: stage 0, phase 0
-    uint32_t item = 0;
+    uint32_t item = 0;     // items this CTA has started
     const uint32_t bar_mine = wg == 0 ? kBarSchedWG0 : kBarSchedWG1;
     const uint32_t bar_other = wg == 0 ? kBarSchedWG1 : kBarSchedWG0;
     constexpr uint32_t kSchedThreads = Traits::kNumMmaThreads;
     // Warpgroup 0 issues first.
     if (wg == 1) NamedBarrier::arrive(kSchedThreads, kBarSchedWG0);
 
+    // Waits for item `i`'s Q tile; returns its work index (-1: no more work), warp-uniform.
+    auto wait_q = [&](uint32_t i) {
+      Barrier::wait(&ss.q_full[i % kQStages], (i / kQStages) & 1);
+      return __shfl_sync(0xffffffffu, load_item(ss, i % kQStages).w, 0);
+    };
+    // Every step below issues its GEMMs between sync(own barrier) and arrive(other's): the
+    // two warpgroups take turns on the tensor cores and each one's softmax and epilogue run
+    // during the other's GEMMs.
+    auto issue_s = [&](uint32_t i) {
+      auto tSrQ = q_frag(i % kQStages);
+      gemm_issue<true>(mma_qk, tSrQ, tSrK(_, _, _, st_k.index()), tSrS);
+    };
+
+    // ---- The first item's S0 = Q K0^T (later items get theirs from the step before).
+    if (wait_q(item) < 0) return;
+    {
+      const QTileDim(&qd0)[3] = load_item(ss, 0).qd;
+      store_row_window(rows_col, kMmaThreads, 0, row_window(prob, qd0, row0));
+      store_row_window(rows_col, kMmaThreads, 1, row_window(prob, qd0, row0 + 8));
+    }
+    pipe_k.consumer_wait(st_k);
+    NamedBarrier::sync(kSchedThreads, bar_mine);
+    issue_s(item);
+    NamedBarrier::arrive(kSchedThreads, bar_other);
+
     while (true) {
-      Barrier::wait(&ss.q_full, item & 1);
-      const int w = __shfl_sync(0xffffffffu, load_work(ss), 0);  // warp-uniform
-      if (w < 0) break;
-      const WorkCoord wc = decode_work(prob, w);
-      QTileDim qd[3];
-#pragma unroll
-      for (int i = 0; i < 3; ++i) qd[i] = q_tile_dim(prob.dim[i], wc.t[i]);
-      store_row_window(rows_col, kMmaThreads, 0, row_window(prob, qd, row0));
-      store_row_window(rows_col, kMmaThreads, 1, row_window(prob, qd, row0 + 8));
+      // Here: item `item`'s Q landed, its row windows are stored, its S0 is issued.
+      const int qbuf = item % kQStages;
+      const WorkItem it = load_item(ss, qbuf);  // decoded by the producer
+      const WorkCoord& wc = it.wc;
+      const QTileDim(&qd)[3] = it.qd;
       const int n_spatial = num_spatial_kv_tiles(qd);
       const int n_total = n_spatial + prob.num_extra_tiles;
       KVCursor cur = kv_cursor_begin(qd);
@@ -254,62 +310,102 @@ struct Mainloop {
           if (e0 + kBlockN > prob.num_extra) mask_extra_tile(tSrS, prob, quad, e0);
         }
       };
+      // With one Q buffer it is released at its last QK^T (the next Q loads during the
+      // item's tail); with two, after the epilogue, which stages O in it.
+      auto q_done_after_s = [&](int j) {
+        if constexpr (kQStages == 1) {
+          if (j == n_total - 1) Barrier::arrive(&ss.q_empty[0]);
+        }
+      };
 
       softmax.reset();
-      clear(tOrO);
       float rescale[2];
 
-      // ---- KV tile 0: S = Q K0^T, softmax.
-      pipe_k.consumer_wait(st_k);
-      NamedBarrier::sync(kSchedThreads, bar_mine);
-      gemm_issue<true>(mma_qk, tSrQ, tSrK(_, _, _, st_k.index()), tSrS);
-      NamedBarrier::arrive(kSchedThreads, bar_other);
+      // ---- KV tile 0: S0 done, softmax.
       warpgroup_wait<0>();
       warpgroup_fence_operand(tSrS);
       pipe_k.consumer_release(st_k);
       ++st_k;
-      if (n_total == 1) Barrier::arrive(&ss.q_empty);  // last use of Q
+      q_done_after_s(0);
       mask_tile(0);
-      softmax.step(tSrS, rescale);
+      softmax.step(tSrS, rescale);  // O is cleared below: nothing to rescale
       convert_p(tSrS, tOrP);
+      clear(tOrO);
 
       // ---- KV tiles 1 .. n-1: S(j) and PV(j-1) overlapped with the softmax of S(j).
       for (int j = 1; j < n_total; ++j) {
         pipe_k.consumer_wait(st_k);
         pipe_v.consumer_wait(st_v);
         NamedBarrier::sync(kSchedThreads, bar_mine);
-        gemm_issue<true>(mma_qk, tSrQ, tSrK(_, _, _, st_k.index()), tSrS);
+        issue_s(item);
         gemm_issue<false>(mma_pv, tOrP, tOrV(_, _, _, st_v.index()), tOrO);
         NamedBarrier::arrive(kSchedThreads, bar_other);
         warpgroup_wait<1>();  // S(j) is done (GMMA batches complete in order)
         warpgroup_fence_operand(tSrS);
         pipe_k.consumer_release(st_k);
         ++st_k;
-        if (j == n_total - 1) Barrier::arrive(&ss.q_empty);  // last use of Q
+        q_done_after_s(j);
         mask_tile(j);
-        softmax.step(tSrS, rescale);
+        const bool moved = softmax.step(tSrS, rescale);
         warpgroup_wait<0>();  // PV(j-1) is done: V stage and P registers are free
         warpgroup_fence_operand(tOrO);
         pipe_v.consumer_release(st_v);
         ++st_v;
-        rescale_rows(tOrO, rescale);
+        if (moved) rescale_rows(tOrO, rescale);  // warp-uniform; rarely after a few tiles
         convert_p(tSrS, tOrP);
       }
 
-      // ---- Last PV.
+      // ---- Epilogue: normalise, write O and LSE (O complete, V stage released).
+      auto epilogue = [&] {
+        float inv[2], lse[2];
+        softmax.finish(p.scale, inv, lse);
+        rescale_rows(tOrO, inv);
+        Element* stage;
+        if constexpr (kQStages == 2) {
+          stage = ss.q + qbuf * Traits::kQElems + wg * kStageElems;  // own rows of panel 0
+        } else {
+          stage = ss.o_stage + wg * kStageElems;
+        }
+        store_output<Element>(p, wc, qd, wg, tid, tOrO, lse, stage,
+                              wg == 0 ? kBarEpilogueWG0 : kBarEpilogueWG1);
+        if constexpr (kQStages == 2) {
+          // The staging writes (generic proxy) before the next TMA write of this buffer.
+          cutlass::arch::fence_view_async_shared();
+          Barrier::arrive(&ss.q_empty[qbuf]);
+        }
+      };
+
+      // ---- Item boundary: the last PV of this item, then S0 of the next one, in one turn;
+      // this item's epilogue runs while S0 of the next is on the tensor cores. Two straight
+      // paths (no conditional GMMA issue), so that ptxas can follow which accumulators are
+      // in flight.
       pipe_v.consumer_wait(st_v);
+      const bool next = wait_q(item + 1) >= 0;
+      if (!next) {
+        NamedBarrier::sync(kSchedThreads, bar_mine);
+        gemm_issue<false>(mma_pv, tOrP, tOrV(_, _, _, st_v.index()), tOrO);
+        NamedBarrier::arrive(kSchedThreads, bar_other);
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(tOrO);
+        pipe_v.consumer_release(st_v);
+        ++st_v;
+        epilogue();
+        break;
+      }
+      pipe_k.consumer_wait(st_k);
+      NamedBarrier::sync(kSchedThreads, bar_mine);
       gemm_issue<false>(mma_pv, tOrP, tOrV(_, _, _, st_v.index()), tOrO);
-      warpgroup_wait<0>();
+      issue_s(item + 1);
+      NamedBarrier::arrive(kSchedThreads, bar_other);
+      warpgroup_wait<1>();  // the PV (issued first) is done
       warpgroup_fence_operand(tOrO);
       pipe_v.consumer_release(st_v);
       ++st_v;
-
-      // ---- Epilogue: normalise, write O and LSE.
-      float inv[2], lse[2];
-      softmax.finish(p.scale, inv, lse);
-      rescale_rows(tOrO, inv);
-      store_output<Element>(p, wc, qd, row0, quad, tOrO, lse);
+      epilogue();
       ++item;
+      const QTileDim(&qd_next)[3] = load_item(ss, item % kQStages).qd;
+      store_row_window(rows_col, kMmaThreads, 0, row_window(prob, qd_next, row0));
+      store_row_window(rows_col, kMmaThreads, 1, row_window(prob, qd_next, row0 + 8));
     }
   }
 };

@@ -3,8 +3,9 @@
 // A consumer thread holds two rows (row halves h = 0, 1) of its warpgroup's 64 x N score
 // tile: fragment element i belongs to row half (i >> 1) & 1 (SM90 GMMA C layout
 // ((2, 2, N/8)) : ((1, 2, 4))), and the four threads of a quad share the rows. Scores arrive
-// unscaled; masked scores are -inf. Exponentials are base 2 with the scale folded in
-// (one FFMA + one MUFU.EX2 per element); the row maxima stay in score units.
+// unscaled; masked scores are -inf; the row maxima stay in score units. Exponentials, quad
+// reductions and the lazy rescale (the running max moves only when a tile raises it by more
+// than kRescaleLog2, decided per warp) are common/softmax_math.h's.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -13,24 +14,14 @@
 
 #include <cute/tensor.hpp>
 
+#include "common/softmax_math.h"
+
 namespace jax_gna {
 namespace sm90 {
 
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
-__device__ __forceinline__ float quad_max(float x) {
-  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
-  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
-}
-
-__device__ __forceinline__ float quad_sum(float x) {
-  x += __shfl_xor_sync(0xffffffffu, x, 1);
-  return x + __shfl_xor_sync(0xffffffffu, x, 2);
-}
+using common::fast_exp2;
+using common::quad_allreduce_max;
+using common::quad_allreduce_sum;
 
 struct OnlineSoftmax {
   float row_max[2];  // running maxima of the raw scores (-inf: nothing seen yet)
@@ -47,8 +38,10 @@ struct OnlineSoftmax {
     row_sum[0] = row_sum[1] = 0.f;
   }
 
-  // Scores -> probabilities in place; returns the factors by which the running output and
-  // sums must be rescaled (row_sum is rescaled here, the output by the caller).
+  // Scores -> probabilities in place. Returns whether the running maxima moved (uniform
+  // over the warp); then `rescale` holds the factors by which the running output must be
+  // rescaled (row_sum is rescaled here, the output by the caller). When they did not move,
+  // the output needs nothing and `rescale` is left unset.
   //
   // The row max and row sum are reduced over kChains independent accumulators per row half
   // (element i goes to chain (i & 1) + 2 * ((i >> 2) & 1)), then combined: a single
@@ -58,7 +51,7 @@ struct OnlineSoftmax {
   static constexpr int kChains = 4;
 
   template <class Frag>
-  __device__ __forceinline__ void step(Frag& s, float (&rescale)[2]) {
+  __device__ __forceinline__ bool step(Frag& s, float (&rescale)[2]) {
     constexpr int kSize = decltype(cute::size(s))::value;
     static_assert(kSize % 8 == 0, "fragment: (pair, row half, 8-column block) x N/8");
     float mc[2][kChains];
@@ -72,16 +65,29 @@ struct OnlineSoftmax {
       float& m = mc[(i >> 1) & 1][(i & 1) + 2 * ((i >> 2) & 1)];
       m = fmaxf(m, s(i));
     }
-    float mx[2], neg_ms[2];
+    float mx[2];
+    bool raise = false;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       mx[h] = fmaxf(fmaxf(mc[h][0], mc[h][1]), fmaxf(mc[h][2], mc[h][3]));
-      mx[h] = quad_max(mx[h]);
-      // A row with nothing visible so far keeps max -inf: use 0 so exp2 gives 0, not NaN.
-      const float ms = mx[h] == -INFINITY ? 0.f : mx[h] * scale_log2;
-      rescale[h] = fast_exp2(row_max[h] * scale_log2 - ms);  // old max -inf -> 0
-      neg_ms[h] = -ms;
-      row_max[h] = mx[h];
+      mx[h] = quad_allreduce_max(mx[h]);
+      raise = raise || common::max_moved(row_max[h], mx[h], scale_log2);
+    }
+    const bool moved = __any_sync(0xffffffffu, raise);
+    if (moved) {  // warp-uniform
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        // A row with nothing visible so far keeps max -inf: use 0 so exp2 gives 0, not NaN.
+        const float ms = mx[h] == -INFINITY ? 0.f : mx[h] * scale_log2;
+        rescale[h] = fast_exp2(row_max[h] * scale_log2 - ms);  // old max -inf -> 0
+        row_sum[h] *= rescale[h];
+        row_max[h] = mx[h];
+      }
+    }
+    float neg_ms[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      neg_ms[h] = row_max[h] == -INFINITY ? 0.f : -row_max[h] * scale_log2;
     }
     float sc[2][kChains] = {};
 #pragma unroll
@@ -93,8 +99,9 @@ struct OnlineSoftmax {
     }
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      row_sum[h] = row_sum[h] * rescale[h] + ((sc[h][0] + sc[h][1]) + (sc[h][2] + sc[h][3]));
+      row_sum[h] += (sc[h][0] + sc[h][1]) + (sc[h][2] + sc[h][3]);
     }
+    return moved;
   }
 
   // Ends the row: quad-reduces the sums; returns 1/sum per row half (0 for an empty row)
@@ -102,7 +109,7 @@ struct OnlineSoftmax {
   __device__ __forceinline__ void finish(float scale, float (&inv)[2], float (&lse)[2]) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const float sum = quad_sum(row_sum[h]);
+      const float sum = quad_allreduce_sum(row_sum[h]);
       const bool empty = !(sum > 0.f);
       inv[h] = empty ? 0.f : 1.f / sum;
       lse[h] = empty ? -INFINITY : row_max[h] * scale + logf(sum);

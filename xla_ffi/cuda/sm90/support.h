@@ -119,9 +119,10 @@ inline bool admit_fwd(const FwdParams& fp, int head_dim, int kv_tile_tokens, Pro
   if (fp.out == nullptr) return fail("output pointer is null");
   {
     const TokenStrides& o = fp.out_strides;
-    if ((reinterpret_cast<uintptr_t>(fp.out) & 3u) != 0 ||
-        ((o.batch | o.spatial[0] | o.spatial[1] | o.spatial[2] | o.head) & 1) != 0)
-      return fail("output base must be 4-byte aligned and its strides even (pair stores)");
+    if (!aligned16(fp.out) ||
+        ((o.batch | o.spatial[0] | o.spatial[1] | o.spatial[2] | o.head) & 7) != 0)
+      return fail("output base must be 16-byte aligned and its strides multiples of 8 "
+                  "elements (16-byte row chunks)");
   }
   if (fp.lse != nullptr && (reinterpret_cast<uintptr_t>(fp.lse) & 3u) != 0)
     return fail("lse base must be 4-byte aligned");

@@ -4,7 +4,8 @@
 //
 // Build (.cc so the library's **/*.cu glob skips it; ~1-5 min, one TU with six kernels):
 //   nvcc -x cu -DNDEBUG -O3 -std=c++17 --expt-relaxed-constexpr --expt-extended-lambda
-//        -gencode=arch=compute_90a,code=sm_90a -I xla_ffi/include -I <cutlass>/include
+//        -gencode=arch=compute_90a,code=sm_90a -I xla_ffi/include -I xla_ffi/cuda
+//        -I <cutlass>/include
 //        xla_ffi/cuda/sm90/test/fwd_selftest.cc -o sm90_fwd_selftest
 // Run:  ./sm90_fwd_selftest [all|correct|bench|list] [name filter]
 //       all (default): correctness, then benchmarks; correct / bench: one part; list: names.

@@ -388,6 +388,13 @@ static void check_refusals() {
   bad.shape.dims[1].dilation = 4;
   bad.shape.dims[1].kernel_size = 4;
   CHECK(!admit_fwd(bad, 128, 128, &p, &why), "box 512 admitted");
+  // The epilogue writes O in 16-byte row chunks.
+  bad = fp;
+  bad.out = static_cast<char*>(fp.out) + 8;
+  CHECK(!admit_fwd(bad, 128, 128, &p, &why), "8-byte aligned output admitted");
+  bad = fp;
+  bad.out_strides.spatial[1] += 4;
+  CHECK(!admit_fwd(bad, 128, 128, &p, &why), "output stride not a multiple of 8 admitted");
 }
 
 int main(int argc, char** argv) {
