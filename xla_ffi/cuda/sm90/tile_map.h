@@ -112,12 +112,11 @@ GNA_HD QTileDim q_tile_dim(const DimDesc& d, int t) {
   return q;
 }
 
-// A work item as the producer hands it to the consumers (through shared memory, with the Q
-// tile): decoded once, by the producer thread, which needs the same values for its TMA
-// coordinates. Decoding it in every consumer thread cost ~1.1 K instructions per warp and
-// item (divisions of decode_work and q_tile_dim's window math), about one KV tile's issue
-// slots on each scheduler, with the tensor cores idle in between (Nsight Compute, seq32k:
-// per-item consumer code 18.5% of the stall samples, 22% of the instructions).
+// A work item as the Q producer hands it to the K/V producer and the consumers (through
+// shared memory, beside its Q tile): decoded once, by the thread that needs it first for its
+// TMA coordinates. Decoded in every consumer thread it cost ~600 of the 2149 once-per-item
+// instructions per consumer warp (divisions of decode_work and q_tile_dim's window math;
+// Nsight Compute, seq32k).
 struct WorkItem {
   int w;  // work item index; -1: no more work
   WorkCoord wc;
