@@ -42,6 +42,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     cute::prefetch_tma_descriptor(&p.tma_q);
     cute::prefetch_tma_descriptor(&p.tma_k);
     cute::prefetch_tma_descriptor(&p.tma_v);
+    if (Traits::kQStages == 2) cute::prefetch_tma_descriptor(&p.tma_o);
     if (p.prob.num_extra > 0) {
       cute::prefetch_tma_descriptor(&p.tma_ek);
       cute::prefetch_tma_descriptor(&p.tma_ev);

@@ -18,8 +18,9 @@
 namespace jax_gna {
 namespace sm90 {
 
-// Epilogue staging buffer (epilogue.h), per consumer warpgroup: 64 rows x one 64-column
-// panel of O (8 KB), 128-byte rows with their 16-byte chunks XOR-swizzled by row % 8.
+// Epilogue staging buffer of head dim 256 (epilogue.h `store_output`), per consumer
+// warpgroup: 64 rows x one 64-column panel of O (8 KB), 128-byte rows with their 16-byte
+// chunks XOR-swizzled by row % 8. (Head dims 64/128 stage O in the item's Q buffer.)
 constexpr int kStageElems = 64 * 64;
 
 // Element: cutlass::bfloat16_t or cutlass::half_t. kHeadDim: D of Q, K, V and O (equal).
@@ -69,9 +70,10 @@ struct FwdTraits {
   // Q buffers. Two where shared memory allows (head dim <= 128): the next item's Q tile then
   // loads during the whole current item instead of its tail (with one buffer the consumers
   // waited for it at item starts), and the current item's buffer doubles as the epilogue's
-  // O staging (each warpgroup its own 64 rows of panel 0), so the consumers release it after
-  // the epilogue. Head dim 256 (64 KB per Q tile) keeps one, released at the item's last
-  // QK^T, and a separate staging buffer.
+  // O staging for the TMA store (each warpgroup its own 64 rows of every panel, in the same
+  // swizzled image), so the consumers release it once the store has read it. Head dim 256
+  // (64 KB per Q tile) keeps one, released at the item's last QK^T, and a separate staging
+  // buffer.
   static constexpr int kQStages = kHeadDim_ <= 128 ? 2 : 1;
   static constexpr int kQElems = kBlockM * kHeadDim;
   static constexpr uint32_t kQBytes = kQElems * sizeof(Element);
@@ -123,8 +125,8 @@ struct FwdTraits {
     WorkItem item[kQStages];                // the work item of each Q buffer
   };
   static_assert(cute::cosize_v<SmemLayoutQ> == kQElems, "Q buffer size");
-  static_assert(kQStages == 1 || 64 * 64 * kNumMmaWarpGroups <= kBlockM * kPanel,
-                "O staging must fit in panel 0 of a Q buffer");
+  static_assert(kQStages == 1 || 64 * kNumMmaWarpGroups == kBlockM,
+                "O staging: each warpgroup's 64 rows of O are its own rows of the Q buffer");
   static constexpr int kSmemBytes = sizeof(SharedStorage);
   static_assert(kSmemBytes <= 227 * 1024, "shared memory budget exceeded");
 };
@@ -137,6 +139,7 @@ struct KernelParams {
   CUtensorMap tma_v;
   CUtensorMap tma_ek;  // [Hkv*D, E, B], box [64, kBlockN, 1] (additional keys)
   CUtensorMap tma_ev;
+  CUtensorMap tma_o;   // [H*D, S2, S1, S0, B] of the output, box: half the Q tile's (below)
   ProblemDesc prob;
   float scale;         // softmax scale
   float scale_log2;    // scale * log2(e)
@@ -145,6 +148,11 @@ struct KernelParams {
   int64_t out_stride[5];  // batch, s0, s1, s2, head (elements)
   int64_t lse_stride[5];  // batch, s0, s1, s2, head
   int* counter;        // dynamic scheduler counter (zeroed at launch) or null
+  // A warpgroup's 64 rows are half the Q tile's box: halved along its slowest dim of extent
+  // > 1 (rows are row-major, dim 2 fastest); warpgroup wg's half starts wg * o_split_half
+  // tokens along dim o_split_dim (epilogue.h).
+  int o_split_dim;
+  int o_split_half;
 };
 
 }  // namespace sm90

@@ -140,6 +140,17 @@ cudaError_t launch_fwd(const FwdParams& fp, cudaStream_t stream) {
       !encode_token_map(&kp.tma_v, fp, fp.v, fp.v_strides, s.heads_kv, fp.tiles.kv, &why)) {
     return cudaErrorInvalidValue;
   }
+  // The output's TMA map (the epilogue's path for two Q buffers): each warpgroup stores half
+  // the Q tile, split along the tile's slowest dim of extent > 1.
+  kp.o_split_dim = fp.tiles.q[0] > 1 ? 0 : (fp.tiles.q[1] > 1 ? 1 : 2);
+  kp.o_split_half = fp.tiles.q[kp.o_split_dim] / 2;
+  if constexpr (Traits::kQStages == 2) {
+    int half[kMaxRank] = {fp.tiles.q[0], fp.tiles.q[1], fp.tiles.q[2]};
+    half[kp.o_split_dim] = kp.o_split_half;
+    if (!encode_token_map(&kp.tma_o, fp, fp.out, fp.out_strides, s.heads_q, half, &why)) {
+      return cudaErrorInvalidValue;
+    }
+  }
   if (s.num_extra > 0) {
     if (!encode_extra_map(&kp.tma_ek, fp, fp.extra_k, fp.extra_k_strides, Traits::kBlockN, &why) ||
         !encode_extra_map(&kp.tma_ev, fp, fp.extra_v, fp.extra_v_strides, Traits::kBlockN, &why)) {

@@ -17,8 +17,8 @@
 // while PV(j-1) still runs, then wait for PV, rescale O and convert P(j) to 16 bits. The two
 // warpgroups alternate through named barriers, so one's softmax overlaps the other's GEMMs.
 // Items overlap too: the step that issues an item's last PV also issues the next item's
-// S0, and the item's epilogue (O staged through shared memory) runs while that S0 is on the
-// tensor cores.
+// S0, and the item's epilogue (O staged in the item's Q buffer and stored by the TMA) runs
+// while that S0 is on the tensor cores.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -38,7 +38,7 @@ namespace jax_gna {
 namespace sm90 {
 
 // Named barriers (CUTLASS user ids; 8 hardware ids are reserved below them).
-// kBarEpilogueWG*: one warpgroup's epilogue (128 threads, its own staging buffer).
+// kBarEpilogueWG*: one warpgroup's epilogue (128 threads, its own staging rows).
 enum : uint32_t { kBarSchedWG0 = 0, kBarSchedWG1 = 1, kBarEpilogueWG0 = 2, kBarEpilogueWG1 = 3 };
 
 template <class Traits>
@@ -331,6 +331,11 @@ struct Mainloop {
       softmax.step(tSrS, rescale);  // O is cleared below: nothing to rescale
       convert_p(tSrS, tOrP);
       clear(tOrO);
+      if constexpr (kQStages == 2) {
+        // The previous item's O, staged in its Q buffer, has had this item's first softmax
+        // to leave through the TMA; then that buffer can take the Q tile after this one.
+        if (item > 0) release_staged_output(&ss.q_empty[(item - 1) % kQStages], tid);
+      }
 
       // ---- KV tiles 1 .. n-1: S(j) and PV(j-1) overlapped with the softmax of S(j).
       for (int j = 1; j < n_total; ++j) {
@@ -360,18 +365,14 @@ struct Mainloop {
         float inv[2], lse[2];
         softmax.finish(p.scale, inv, lse);
         rescale_rows(tOrO, inv);
-        Element* stage;
+        const uint32_t bar = wg == 0 ? kBarEpilogueWG0 : kBarEpilogueWG1;
         if constexpr (kQStages == 2) {
-          stage = ss.q + qbuf * Traits::kQElems + wg * kStageElems;  // own rows of panel 0
+          // Staged in the warpgroup's own rows of the item's Q buffer (released later).
+          Element* stage = ss.q + qbuf * Traits::kQElems + wg * (64 * kPanel);
+          store_output_tma<Element, kBlockM>(p, wc, qd, wg, tid, tOrO, lse, stage, bar);
         } else {
-          stage = ss.o_stage + wg * kStageElems;
-        }
-        store_output<Element>(p, wc, qd, wg, tid, tOrO, lse, stage,
-                              wg == 0 ? kBarEpilogueWG0 : kBarEpilogueWG1);
-        if constexpr (kQStages == 2) {
-          // The staging writes (generic proxy) before the next TMA write of this buffer.
-          cutlass::arch::fence_view_async_shared();
-          Barrier::arrive(&ss.q_empty[qbuf]);
+          store_output<Element>(p, wc, qd, wg, tid, tOrO, lse, ss.o_stage + wg * kStageElems,
+                                bar);
         }
       };
 
@@ -390,6 +391,9 @@ struct Mainloop {
         pipe_v.consumer_release(st_v);
         ++st_v;
         epilogue();
+        // The Q producer has ended: nothing waits for the buffer, but the TMA must have read
+        // it before the CTA exits.
+        if constexpr (kQStages == 2) release_staged_output(&ss.q_empty[qbuf], tid);
         break;
       }
       pipe_k.consumer_wait(st_k);

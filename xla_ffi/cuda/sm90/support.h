@@ -122,7 +122,10 @@ inline bool admit_fwd(const FwdParams& fp, int head_dim, int kv_tile_tokens, Pro
     if (!aligned16(fp.out) ||
         ((o.batch | o.spatial[0] | o.spatial[1] | o.spatial[2] | o.head) & 7) != 0)
       return fail("output base must be 16-byte aligned and its strides multiples of 8 "
-                  "elements (16-byte row chunks)");
+                  "elements (16-byte row chunks, TMA stores)");
+    if (o.head != head_dim)
+      return fail(fmt("output head stride %lld != head_dim %d: (heads, head_dim) must be "
+                      "contiguous (TMA stores)", static_cast<long long>(o.head), head_dim));
   }
   if (fp.lse != nullptr && (reinterpret_cast<uintptr_t>(fp.lse) & 3u) != 0)
     return fail("lse base must be 4-byte aligned");

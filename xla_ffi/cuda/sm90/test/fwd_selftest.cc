@@ -11,7 +11,8 @@
 //       all (default): correctness, then benchmarks; correct / bench: one part; list: names.
 //       The optional filter runs only the cases whose name contains it.
 //       Environment: GNA_SELFTEST_SEED (default 1) and GNA_SELFTEST_RANDOM (default 12): the
-//       seed and number of random correctness cases (test/selftest_cases.h).
+//       seed and number of random correctness cases (test/selftest_cases.h);
+//       GNA_BENCH_ITERS (default 10): timed launches per benchmark case.
 // Exit status 0 iff every case passes: GNA_SPEC.md tolerances for half-precision operands
 // (relative error of O < 1e-2, max |LSE error| < 1e-3), no NaN/Inf anywhere (the outputs are
 // pre-filled with NaN, so unwritten rows fail too); every benchmark runs without error.
@@ -285,6 +286,12 @@ static bool check_case(const Case& c) {
 }
 
 // ---- Benchmarks ---------------------------------------------------------------------------
+// Timed launches per case: GNA_BENCH_ITERS (default 10; more for short kernels).
+static int bench_iters() {
+  const char* env = std::getenv("GNA_BENCH_ITERS");
+  return env != nullptr ? std::max(1, std::atoi(env)) : 10;
+}
+
 static bool bench_case(const Case& c) {
   Buffers b = alloc(c);
   const FwdParams fp = make_params(c, b);
@@ -336,7 +343,7 @@ static bool bench_case(const Case& c) {
   CUDA_OK(launch(fp, nullptr));
   sync_or_die(c.name, 30.0);
   for (int i = 0; i < 2; ++i) CUDA_OK(launch(fp, nullptr));
-  const int iters = 10;
+  const int iters = bench_iters();
   CUDA_OK(cudaEventRecord(e0));
   for (int i = 0; i < iters; ++i) CUDA_OK(launch(fp, nullptr));
   CUDA_OK(cudaEventRecord(e1));
@@ -377,7 +384,7 @@ struct Job {
   for (size_t i = first; i < jobs.size(); ++i) {
     const Job& j = jobs[i];
     if (j.bench && !bench_header) {
-      std::printf("benchmarks (10 timed launches each, bf16 unless named):\n");
+      std::printf("benchmarks (%d timed launches each, bf16 unless named):\n", bench_iters());
       bench_header = true;
     }
     const bool ok = j.bench ? bench_case(j.c) : check_case(j.c);

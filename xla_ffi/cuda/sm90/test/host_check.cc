@@ -395,6 +395,10 @@ static void check_refusals() {
   bad = fp;
   bad.out_strides.spatial[1] += 4;
   CHECK(!admit_fwd(bad, 128, 128, &p, &why), "output stride not a multiple of 8 admitted");
+  // The epilogue's TMA map folds (heads, head_dim) of O into one dim, as for Q.
+  bad = fp;
+  bad.out_strides.head += 8;
+  CHECK(!admit_fwd(bad, 128, 128, &p, &why), "non-contiguous output heads admitted");
 }
 
 int main(int argc, char** argv) {

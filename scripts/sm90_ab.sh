@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Interleaved A/B timing of sm90 self-test binaries (xla_ffi/cuda/sm90/test/prebuilt/BIN) on
+# chosen benchmark cases: BINS="a b" CASES="k80 s16x16;s2048" [ITERS=30 REPS=3] bash scripts/sm90_ab.sh
+
+P=xla_ffi/cuda/sm90/test/prebuilt
+export GNA_BENCH_ITERS=${ITERS:-30}
+IFS=';' read -ra cases <<< "${CASES:-k80 s16x16;s16x8x8;s2048;dense self;k80 s1x1;q8x4x4 kv4x8x4}"
+for rep in $(seq "${REPS:-3}"); do
+  for c in "${cases[@]}"; do
+    for b in $BINS; do
+      $P/$b bench "$c" 2>&1 | grep "^\[" | sed "s/^/$b /"
+    done
+  done
+done
