@@ -21,7 +21,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("worst-tile bound", "worst_tile_bound", ".2f"),
     ("achieved/worst-tile", "achieved_over_bound", ".2f"),
     ("kernel tiles (Q/KV)", "kernel_tiles", "s"),
-    ("mean-tile bound, kernel tiles", "kernel_mean_tile_bound", ".2f"),
+    ("tile-work bound, kernel tiles", "kernel_tile_work_bound", ".2f"),
     ("achieved/that", "achieved_over_kernel_bound", ".2f"),
     ("note", "note", "s"),
 )

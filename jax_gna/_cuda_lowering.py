@@ -23,7 +23,9 @@ Tile boxes: ``config.q_tile`` / ``config.kv_tile`` when given and their token co
 the kernel instantiation of that direction (forward and backward kernels may use different
 counts, e.g. sm80 128/32 forward and 64/64 backward for head dim 128: a box given for one
 direction is not applied to the other when its count differs); otherwise the box with
-power-of-two sides ranked best by the tile simulator (``jax_gna.simulator.search``); for a
+power-of-two sides ranked best by the tile simulator (``jax_gna.simulator.search``:
+``tile_work_speedup``, boundary tiles weighted by the family's ``boundary_tile_cost`` from
+``jax_gna.backends.KERNELS``, measured on the forward and used for both directions); for a
 call with a query box, ranked first by the tile pairs visited for the box (a Q tile that
 divides the box wastes no rows at its edges).
 """
@@ -94,8 +96,8 @@ def _simple_box(tokens: int, spatial_shape: Sequence[int],
 
 @functools.lru_cache(maxsize=256)
 def _best_box_pair(spatial_shape: tuple, params, q_tokens: int, kv_tokens: int,
-                   max_sides: tuple, query_box: tuple | None = None
-                   ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+                   max_sides: tuple, query_box: tuple | None = None,
+                   boundary_cost: float = 0.0) -> tuple[tuple[int, ...], tuple[int, ...]]:
     try:
         from jax_gna.simulator.search import best_tiles, default_candidates
         fits = lambda box: all(t <= m for t, m in zip(box, max_sides))  # noqa: E731
@@ -103,7 +105,8 @@ def _best_box_pair(spatial_shape: tuple, params, q_tokens: int, kv_tokens: int,
                       if fits(q) and fits(kv)]
         ranking = best_tiles(spatial_shape, params.kernel_size, params.stride, params.dilation,
                              params.is_causal, candidates=candidates or None,
-                             q_tokens=q_tokens, kv_tokens=kv_tokens, query_box=query_box)
+                             q_tokens=q_tokens, kv_tokens=kv_tokens, query_box=query_box,
+                             boundary_cost=boundary_cost)
         return tuple(ranking.best.q_tile), tuple(ranking.best.kv_tile)
     except Exception as e:  # the simulator is an optimisation here, never a requirement
         logger.debug("jax_gna: tile search failed (%s); using the simple box rule", e)
@@ -130,9 +133,10 @@ def tile_boxes(config: AttentionConfig, kernel_name: str, case: backends.Case,
                     f"forward kernel for {case.dtype} head_dim {case.head_dim} takes "
                     f"{tokens} tokens per tile")
     if q_box is None or kv_box is None:
-        max_sides = backends.kernel_family(kernel_name).max_tile_sides(config)
+        family = backends.kernel_family(kernel_name)
         best_q, best_kv = _best_box_pair(tuple(config.spatial_shape), config.params, q_tokens,
-                                         kv_tokens, max_sides, config.query_box)
+                                         kv_tokens, family.max_tile_sides(config),
+                                         config.query_box, family.boundary_tile_cost)
         q_box = q_box or best_q
         kv_box = kv_box or best_kv
     for name, box in (("q_tile", q_box), ("kv_tile", kv_box)):

@@ -65,6 +65,10 @@ class KernelFamily:
     # Largest tile side times dilation along a dim (TMA box extent), or None: no limit
     # beyond the handler's 256 tokens per side.
     box_extent_limit: int | None = None
+    # What a boundary KV tile (element mask) costs over an unmasked one, as a fraction of an
+    # unmasked tile's time: tile choice weighs masking against visiting more tiles with it
+    # (jax_gna.simulator.search.best_tiles). Measured per family, see KERNELS.
+    boundary_tile_cost: float = 0.0
     verified_on: str = ""
 
     def unsupported_reason(self, case: Case, direction: str, arch: int | None) -> str | None:
@@ -122,14 +126,20 @@ def _sm90_rule(case: Case) -> str | None:
 
 
 # The support table, in preference order.
+# boundary_tile_cost: the time per visited tile pair of each stride-1 (masked) suite case
+# over that of the same problem's block-sparse stride, divided by its boundary-tile share
+# (H200, bf16, D 128, docs/BENCHMARKS.md fifth-session tables): sm90 0.04-0.27 (median
+# 0.14; 1-D seq32k 0.74), sm80 0.17-0.37 (median 0.25); sixth session, sm90 with the
+# TMA-store epilogue: FLUX 1x1 0.17, FLUX 16x1 0.16, Hunyuan 1x1x1 0.08.
 KERNELS: tuple[KernelFamily, ...] = (
     KernelFamily("sm90", 90, 90, frozenset({"bf16", "fp16"}),
                  {FORWARD: frozenset({64, 128, 256})}, extra_rule=_sm90_rule,
-                 box_extent_limit=256,
-                 verified_on="H200 (sm90a), jax 0.11.2, 2026-11-21: scripts/gpu_check.sh"),
+                 box_extent_limit=256, boundary_tile_cost=0.15,
+                 verified_on="H200 (sm90a), jax 0.11.2, 2026-12-04: scripts/gpu_check.sh"),
     KernelFamily("sm80", 80, None, frozenset({"bf16", "fp16"}),
                  {FORWARD: frozenset({32, 64, 128, 256}), BACKWARD: frozenset({32, 64, 128})},
-                 verified_on="H200 (sm90) only, jax 0.11.2, 2026-11-21: scripts/gpu_check.sh; "
+                 boundary_tile_cost=0.25,
+                 verified_on="H200 (sm90) only, jax 0.11.2, 2026-12-04: scripts/gpu_check.sh; "
                              "no sm80/sm86/sm89/sm100 device was available"),
 )
 KERNEL_NAMES = tuple(k.name for k in KERNELS)

@@ -428,7 +428,8 @@ def format_report(rep: dict) -> str:
             lines.append(f"speedup vs {name}: {rep[f'speedup_vs_{name}']:.2f}x")
     flop = s["flop_speedup"]
     lines.append(f"simulator bounds (Q {s['q_tile']} / KV {s['kv_tile']}): FLOP {flop:.2f}x, "
-                 f"mean-tile {s['mean_tile_speedup']:.2f}x, worst-tile "
+                 f"mean-tile {s['mean_tile_speedup']:.2f}x, tile-work "
+                 f"{s['tile_work_speedup']:.2f}x, worst-tile "
                  f"{s['worst_tile_speedup']:.2f}x, boundary tiles "
                  f"{100 * s['boundary_tile_fraction']:.1f}%")
     return "\n".join(lines)

@@ -23,7 +23,7 @@ from jax_gna.simulator.cli import main as cli_main
 from jax_gna.simulator.suite import SUITE, TINY_SUITE
 
 REPO = Path(__file__).resolve().parent.parent
-FIGURES = ("flop_speedup", "worst_tile_speedup", "mean_tile_speedup",
+FIGURES = ("flop_speedup", "worst_tile_speedup", "mean_tile_speedup", "tile_work_speedup",
            "boundary_tile_fraction", "perfectly_block_sparse")
 
 HUNYUAN = dict(shape=(30, 48, 80), kernel_size=(18, 24, 24), q_tile=(4, 8, 8),
@@ -300,10 +300,43 @@ def test_best_tiles_default_candidates_for_cosmos():
     assert time.perf_counter() - t0 < 10
     best = ranking.best
     assert math.prod(best.q_tile) == 256 and math.prod(best.kv_tile) == 128
-    assert best.mean_tile_speedup == max(r.mean_tile_speedup for r in ranking.ranked)
+    assert best.tile_work_speedup == max(r.tile_work_speedup for r in ranking.ranked)
     # The suite's cosmos tiles are this winner.
     cosmos = next(c for c in SUITE if c.name == "cosmos")
     assert (best.q_tile, best.kv_tile) == (cosmos.q_tile, cosmos.kv_tile)
+
+
+def test_tile_work_counts_padding_and_ranks_by_it():
+    # Cosmos 16x44x80, stride 1x8x16: Q 1x8x16 pads 44 rows to 48 (6 tiles), Q 2x4x16 does
+    # not (11 tiles). mean_tile_speedup counts self attention on the same padded grid, so
+    # both reach the FLOP bound there; the tile work tells them apart, and the ranking
+    # follows it.
+    shape, k, s = (16, 44, 80), (16, 24, 16), (1, 8, 16)
+    padded = simulate(shape, k, s, q_tile=(1, 8, 16), kv_tile=(2, 4, 16))
+    exact = simulate(shape, k, s, q_tile=(2, 4, 16), kv_tile=(2, 4, 16))
+    assert padded.mean_tile_speedup == pytest.approx(exact.mean_tile_speedup)
+    assert padded.total_visited * 44 == exact.total_visited * 48
+    assert exact.tile_work_speedup == pytest.approx(exact.flop_speedup)
+    assert padded.tile_work_speedup == pytest.approx(exact.tile_work_speedup * 44 / 48)
+    best = best_tiles(shape, k, s, q_tokens=128, kv_tokens=128).best
+    assert best.tile_work_speedup == pytest.approx(exact.tile_work_speedup)
+    # Whole tiles count: N^2 over visited pairs times tile volumes.
+    assert exact.tile_work_speedup == pytest.approx(
+        math.prod(shape) ** 2 / (exact.total_visited * 128 * 128))
+
+
+def test_boundary_cost_trades_masking_for_tiles():
+    # Hunyuan58 stride 1 with 128/128-token tiles: the fewest tile pairs (Q 32x4x1 / KV
+    # 32x4x1) need a mask on every tile; a few percent more pairs need it on few, and a
+    # boundary cost picks those.
+    shape, k = (30, 48, 80), (30, 40, 40)
+    free = best_tiles(shape, k, q_tokens=128, kv_tokens=128).best
+    costly = best_tiles(shape, k, q_tokens=128, kv_tokens=128, boundary_cost=0.15).best
+    assert free.boundary_tile_fraction == 1.0
+    assert costly.boundary_tile_fraction < 0.5
+    assert costly.modeled_speedup(0.15) >= free.modeled_speedup(0.15)
+    assert free.tile_work_speedup >= costly.tile_work_speedup
+    assert free.modeled_speedup(0.0) == pytest.approx(free.tile_work_speedup)
 
 
 @pytest.mark.parametrize("suite", [SUITE, TINY_SUITE])
