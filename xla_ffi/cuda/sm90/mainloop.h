@@ -276,13 +276,19 @@ struct Mainloop {
       gemm_issue<true>(mma_qk, tSrQ, tSrK(_, _, _, st_k.index()), tSrS);
     };
 
+    // The row windows of item i's two rows of this thread, for the element mask; items
+    // without boundary tiles never read them (uniform branch).
+    auto store_windows = [&](uint32_t i) {
+      const WorkItem wi = load_item(ss, i % kQStages);
+      if (q_tile_has_boundary(prob, wi.qd)) {
+        store_row_window(rows_col, kMmaThreads, 0, row_window(prob, wi.qd, row0));
+        store_row_window(rows_col, kMmaThreads, 1, row_window(prob, wi.qd, row0 + 8));
+      }
+    };
+
     // ---- The first item's S0 = Q K0^T (later items get theirs from the step before).
     if (wait_q(item) < 0) return;
-    {
-      const QTileDim(&qd0)[3] = load_item(ss, 0).qd;
-      store_row_window(rows_col, kMmaThreads, 0, row_window(prob, qd0, row0));
-      store_row_window(rows_col, kMmaThreads, 1, row_window(prob, qd0, row0 + 8));
-    }
+    store_windows(item);
     pipe_k.consumer_wait(st_k);
     NamedBarrier::sync(kSchedThreads, bar_mine);
     issue_s(item);
@@ -330,7 +336,9 @@ struct Mainloop {
       mask_tile(0);
       softmax.step(tSrS, rescale);  // O is cleared below: nothing to rescale
       convert_p(tSrS, tOrP);
-      clear(tOrO);
+      // O is not cleared: the item's first PV overwrites it (GMMA scale-d = 0), 32-64 fewer
+      // instructions per item on the warpgroup's once-per-item path.
+      mma_pv.accumulate_ = cute::GMMA::ScaleOut::Zero;
       if constexpr (kQStages == 2) {
         // The previous item's O, staged in its Q buffer, has had this item's first softmax
         // to leave through the TMA; then that buffer can take the Q tile after this one.
@@ -407,9 +415,7 @@ struct Mainloop {
       ++st_v;
       epilogue();
       ++item;
-      const QTileDim(&qd_next)[3] = load_item(ss, item % kQStages).qd;
-      store_row_window(rows_col, kMmaThreads, 0, row_window(prob, qd_next, row0));
-      store_row_window(rows_col, kMmaThreads, 1, row_window(prob, qd_next, row0 + 8));
+      store_windows(item);
     }
   }
 };

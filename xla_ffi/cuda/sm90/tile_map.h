@@ -123,6 +123,26 @@ struct WorkItem {
   QTileDim qd[3];
 };
 
+// Does any visited spatial KV tile of the Q tile need the element mask? Along a dim the
+// interior tiles are the whole tiles inside [max_start, min_end) (the intersection of the Q
+// tile's row windows, an interval), and only a group's last tile can be partial, so the
+// visited tiles of a dim are all interior iff its first and last are; a tile is interior iff
+// it is along every dim. The consumers skip the row windows of items without boundary tiles
+// (every block-sparse case). (Computed there, not by the Q producer into WorkItem: in the
+// producer's 40 registers that doubled the kernel's spills.)
+GNA_HD bool q_tile_has_boundary(const ProblemDesc& p, const QTileDim q[3]) {
+  for (int i = 0; i < 3; ++i) {
+    const int kv = p.dim[i].kv_tile;
+    const int f0 = q[i].kv_first * kv;
+    const int l0 = (q[i].kv_first + q[i].kv_count - 1) * kv;
+    if (!kv_tile_interior(q[i].bounds, f0, imin(f0 + kv, q[i].lg), kv) ||
+        !kv_tile_interior(q[i].bounds, l0, imin(l0 + kv, q[i].lg), kv)) {
+      return true;
+    }
+  }
+  return false;
+}
+
 GNA_HD WorkItem make_work_item(const ProblemDesc& p, int w) {
   WorkItem it;
   it.w = w;

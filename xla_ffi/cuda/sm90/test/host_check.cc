@@ -219,8 +219,10 @@ static void check_problem(const Problem& pr) {
         }
         CHECK(n_spatial == expect_tiles, "visited tiles %d vs %d", n_spatial, expect_tiles);
         KVCursor cur = kv_cursor_begin(qd);
+        bool any_boundary = false;
         for (int j = 0; j < n_spatial; ++j) {
           const bool interior = kv_interior(p, qd, cur);
+          any_boundary = any_boundary || !interior;
           int col_tok[128];
           for (int c = 0; c < N; ++c) {
             int u[3];
@@ -274,6 +276,9 @@ static void check_problem(const Problem& pr) {
               }
           kv_cursor_next(cur, qd);
         }
+        // The kernel skips row windows for items without boundary tiles.
+        CHECK(q_tile_has_boundary(p, qd) == any_boundary, "q_tile_has_boundary %d, tiles say %d",
+              q_tile_has_boundary(p, qd), any_boundary);
       }
   for (int t = 0; t < ntok; ++t) CHECK(q_cover[t] == 1, "query %d covered %d times", t, q_cover[t]);
   // Every query's admitted keys == the spec neighbourhood, each exactly once.
