@@ -16,6 +16,8 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("TF/s (eff.)", "tflops", ".4g"),
     ("wall ms", "wall_ms", ".3f"),
     ("speedup vs dense", "speedup_vs_dense", ".2f"),
+    ("interleaved: speedup", "speedup_interleaved", ".2f"),
+    ("interleaved: TF/s / dense TF/s", "tflops_ratio_interleaved", ".3f"),
     ("FLOP bound", "flop_bound", ".2f"),
     ("mean-tile bound", "mean_tile_bound", ".2f"),
     ("worst-tile bound", "worst_tile_bound", ".2f"),

@@ -12,7 +12,10 @@ median of 10 calls' DEVICE times (each call's busy time in the profiler's kernel
 so launch latency and host gaps are out; the wall-clock median over groups of back-to-back
 calls, ``jax_gna._timing``, stays in the "wall ms" column), elsewhere the wall-clock median.
 The speedup baseline is measured before and after each case's GNA measurements and
-averaged (``_bracket``: clocks drift under sustained load).
+averaged (``_bracket``: clocks drift under sustained load). On a CUDA GPU each kernel row is
+also timed interleaved with cuDNN dense in one trace (``profile.measure_interleaved``: both at
+the same clock and power states; the "interleaved" columns), the fair ratio where a GPU's
+clock follows its power draw.
 Anything whose estimated memory exceeds the device is skipped with the reason printed.
 """
 
@@ -67,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device-trace", default=None, action=argparse.BooleanOptionalAction,
                    help="time from the device's kernel records (10 traced calls per "
                         "measurement; wall time stays in the JSON); default: on for CUDA GPUs")
+    p.add_argument("--interleaved", default=None, action=argparse.BooleanOptionalAction,
+                   help="also time each GNA row and cuDNN dense interleaved in one trace "
+                        "(same clock/power states: profile.measure_interleaved); default: "
+                        "on for CUDA GPUs")
     return p
 
 
@@ -107,6 +114,7 @@ def run(args) -> dict:
         else profile.XLA_DENSE
     mkw = dict(warmup=warmup, repeats=repeats, input_sets=args.input_sets, force=args.force,
                device_trace=args.device_trace)
+    interleaved = on_cuda if args.interleaved is None else args.interleaved
 
     rows, sims = [], []
     for case in get_suite(tiny, args.cases):
@@ -143,6 +151,15 @@ def run(args) -> dict:
                 rows.append(_row(case, None, impl, direction, m, ref_ms, None))
             for stride, impl, m, sim in gna_rows:
                 row = _row(case, stride, impl, direction, m, ref_ms, sim)
+                if interleaved and baseline == profile.CUDNN_DENSE and ref_ms \
+                        and m.get("median_ms") and impl != "reference":
+                    cfg = dataclasses.replace(base_cfg, stride=tuple(stride))
+                    il = profile.measure_interleaved(cfg, impl, baseline, gna_ms=m["median_ms"],
+                                                     dense_ms=ref_ms)
+                    _log(f"[{case.name} {direction} stride {'x'.join(map(str, stride))}] "
+                         f"{impl} interleaved with {baseline}: {il}")
+                    row.update(interleaved=il, speedup_interleaved=il.get("speedup"),
+                               tflops_ratio_interleaved=il.get("tflops_ratio"))
                 row.update(_kernel_tile_bound(case, stride, impl, dtype, row))
                 if direction == "fwd+bwd" and impl != "reference" and not row["note"]:
                     row["note"] = _backward_note(case, stride, impl, dtype)
@@ -150,6 +167,7 @@ def run(args) -> dict:
     return {"device": _timing.platform_description(), "baseline": baseline,
             "settings": {"subset": subset, "tiny": tiny, "dtype": dtype, "warmup": warmup,
                          "repeats": repeats, "input_sets": args.input_sets,
+                         "interleaved": interleaved,
                          "directions": directions, "backends": impls},
             "rows": rows, "simulator": sims}
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 
-__all__ = ["DeviceTrace", "DeviceOps", "trace_device"]
+__all__ = ["DeviceTrace", "DeviceOps", "trace_device", "trace_interleaved"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,38 +115,104 @@ def trace_device(fn: Callable[..., Any], arg_sets: Sequence[Sequence[Any]], *,
         raise ValueError(f"calls must be >= 1; got {calls}")
     for i in range(max(0, warmup)):
         jax.block_until_ready(fn(*arg_sets[i % len(arg_sets)]))
-    from jax.profiler import ProfileData
-    with tempfile.TemporaryDirectory(prefix="jax_gna_trace_") as tmp:
-        with jax.profiler.trace(tmp):
-            outs = [fn(*arg_sets[i % len(arg_sets)]) for i in range(calls)]
-            jax.block_until_ready(outs)
-            del outs
-        paths = glob.glob(os.path.join(tmp, "**", "*.xplane.pb"), recursive=True)
-        if not paths:
-            return DeviceTrace(calls, (), "the profiler wrote no trace")
-        data = ProfileData.from_file(paths[0])
+
+    def run():
+        outs = [fn(*arg_sets[i % len(arg_sets)]) for i in range(calls)]
+        jax.block_until_ready(outs)
+
+    planes = _profiled_events(run)
+    if planes is None:
+        return DeviceTrace(calls, (), "the profiler wrote no trace")
     devices = []
-    for plane in data.planes:
-        if not _is_device_plane(plane.name):
-            continue
+    for name, events in planes:
         per_op: dict[str, list[float]] = collections.defaultdict(list)
         intervals = []
-        for line in plane.lines:
-            # Derived lines ("XLA Ops", "XLA Modules", ...) repeat the stream events.
-            if line.name.startswith("XLA") or "Name Scope" in line.name:
-                continue
-            for ev in line.events:
-                if ev.duration_ns <= 0:
-                    continue
-                per_op[_op_name(ev)].append(ev.duration_ns)
-                intervals.append((ev.start_ns, ev.start_ns + ev.duration_ns))
+        for op, start, dur in events:
+            per_op[op].append(dur)
+            intervals.append((start, start + dur))
         if not intervals:
             continue
         ops = sorted(((op, round(len(d) / calls, 2), sum(d) / calls / 1e6)
                       for op, d in per_op.items()), key=lambda t: -t[2])
-        devices.append(DeviceOps(plane.name,
+        devices.append(DeviceOps(name,
                                  sum(e - s for s, e in intervals) / calls / 1e6,
                                  _union_ns(intervals) / calls / 1e6, tuple(ops),
                                  _call_times_ms(intervals, calls)))
     note = "" if devices else "no device events in the trace (CPU, or no CUPTI)"
     return DeviceTrace(calls, tuple(devices), note)
+
+
+def _profiled_events(run: Callable[[], Any]
+                     ) -> list[tuple[str, list[tuple[str, float, float]]]] | None:
+    """Runs ``run()`` under the profiler; per device plane, its (op, start_ns, duration_ns)
+    events. None when the profiler wrote no trace."""
+    from jax.profiler import ProfileData
+    with tempfile.TemporaryDirectory(prefix="jax_gna_trace_") as tmp:
+        with jax.profiler.trace(tmp):
+            run()
+        paths = glob.glob(os.path.join(tmp, "**", "*.xplane.pb"), recursive=True)
+        if not paths:
+            return None
+        data = ProfileData.from_file(paths[0])
+    planes = []
+    for plane in data.planes:
+        if not _is_device_plane(plane.name):
+            continue
+        events = []
+        for line in plane.lines:
+            # Derived lines ("XLA Ops", "XLA Modules", ...) repeat the stream events.
+            if line.name.startswith("XLA") or "Name Scope" in line.name:
+                continue
+            for ev in line.events:
+                if ev.duration_ns > 0:
+                    events.append((_op_name(ev), ev.start_ns, ev.duration_ns))
+        planes.append((plane.name, events))
+    return planes
+
+
+def trace_interleaved(fns: Sequence[tuple[Callable[..., Any], Sequence[Sequence[Any]]]],
+                      pattern: Sequence[int], *, rounds: int = 6,
+                      warmup: int = 1) -> tuple[tuple[float, ...], ...] | None:
+    """Device time of each call of several functions run in one trace, interleaved:
+    ``rounds`` times, ``fns[i]`` is called ``pattern[i]`` times in turn (a device sync after
+    each function's calls, none between them). A GPU's clocks follow its power draw (on
+    the H200 a sustained cuDNN attention holds it at its power cap, ~1.6 GHz, where a short
+    burst runs at 1.98 GHz), so kernels timed one after the other in separate runs are
+    timed at different clocks; interleaved, every function sees the same mix of states and
+    the ratio of their times is fair.
+
+    The events of the first device plane are split into calls in launch order, each call
+    taking as many events as that function launches per call (counted in a short trace of
+    the function alone); returns per function the device (busy) time of each of its calls,
+    in ms, or None without device events or when the counts do not add up."""
+    if len(fns) != len(pattern) or not fns:
+        raise ValueError("fns and pattern must have the same non-zero length")
+    for fn, args in fns:
+        for i in range(max(1, warmup)):
+            jax.block_until_ready(fn(*args[i % len(args)]))
+    counts = []
+    for fn, args in fns:
+        single = _profiled_events(lambda: jax.block_until_ready(
+            [fn(*args[i % len(args)]) for i in range(2)]))
+        if not single or not single[0][1] or len(single[0][1]) % 2:
+            return None
+        counts.append(len(single[0][1]) // 2)
+
+    def run():
+        for _ in range(rounds):
+            for (fn, args), n in zip(fns, pattern):
+                jax.block_until_ready([fn(*args[i % len(args)]) for i in range(n)])
+
+    planes = _profiled_events(run)
+    if not planes:
+        return None
+    events = sorted((start, start + dur) for _, start, dur in planes[0][1])
+    order = [f for _ in range(rounds) for f, n in enumerate(pattern) for _ in range(n)]
+    if len(events) != sum(counts[f] for f in order):
+        return None
+    times: list[list[float]] = [[] for _ in fns]
+    pos = 0
+    for f in order:
+        times[f].append(_union_ns(events[pos:pos + counts[f]]) / 1e6)
+        pos += counts[f]
+    return tuple(tuple(t) for t in times)

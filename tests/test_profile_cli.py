@@ -115,6 +115,38 @@ def test_device_trace_call_split_and_union():
     assert _device_trace._union_ns([(0, 4), (2, 6), (8, 9), (8, 9)]) == 7
 
 
+def test_trace_interleaved_splits_calls_by_event_counts(monkeypatch):
+    # Function A launches 2 events per call, B one; pattern [1, 2] over 2 rounds: A B B A B B.
+    # Traces come back in this order: A alone (2 calls), B alone (2 calls), the run.
+    ns = 1_000_000
+    a_call = lambda t: [("a1", t, 1 * ns), ("a2", t + 1 * ns, 3 * ns)]   # 4 ms per call
+    b_call = lambda t, ms: [("b", t, ms * ns)]
+    run = (a_call(0) + b_call(10 * ns, 1) + b_call(20 * ns, 2)
+           + a_call(30 * ns)[::-1] + b_call(40 * ns, 3) + b_call(50 * ns, 4))
+    traces = iter([[("/device:GPU:0", a_call(0) + a_call(9 * ns))],
+                   [("/device:GPU:0", b_call(0, 1) + b_call(5 * ns, 1))],
+                   [("/device:GPU:0", run)]])
+    monkeypatch.setattr(_device_trace, "_profiled_events", lambda fn: next(traces))
+    f = lambda x: x
+    times = _device_trace.trace_interleaved([(f, [(1.0,)]), (f, [(1.0,)])], [1, 2], rounds=2)
+    assert times == ((4.0, 4.0), (1.0, 2.0, 3.0, 4.0))
+    # An event count that does not add up (a call launched something unexpected): None.
+    traces = iter([[("/device:GPU:0", a_call(0) + a_call(9 * ns))],
+                   [("/device:GPU:0", b_call(0, 1) + b_call(5 * ns, 1))],
+                   [("/device:GPU:0", run[:-1])]])
+    assert _device_trace.trace_interleaved([(f, [(1.0,)]), (f, [(1.0,)])], [1, 2],
+                                           rounds=2) is None
+
+
+def test_measure_interleaved_needs_a_cuda_gpu():
+    if _timing.is_cuda_gpu():
+        pytest.skip("on a CUDA GPU this times for real (benchmarks)")
+    cfg = profile.ProfileConfig.create((8,), 3, heads=1, head_dim=4, dtype="fp32")
+    m = profile.measure_interleaved(cfg, "auto", gna_ms=1.0, dense_ms=2.0,
+                                    attention_fn=masked_dense_standin)
+    assert "CUDA GPU" in m["skipped"] and "speedup" not in m
+
+
 def test_device_trace_without_device_events_falls_back_to_wall_time():
     sets = [(jnp.arange(8.0),)]
     t = _device_trace.trace_device(jax.jit(lambda x: x * 2), sets, calls=2)
