@@ -7,15 +7,17 @@ forward+backward, each available backend next to dense baselines and the simulat
 
 One run writes ``results.json`` (every measurement, skip reason and simulator figure),
 ``results.md`` (the table printed last) and ``speedups.png`` (achieved vs bound speedups).
-Timing is ``jax_gna.profile.measure``: warm-up, rotating input sets, then on a CUDA GPU the
-median of 10 calls' DEVICE times (each call's busy time in the profiler's kernel records,
+Timing is ``jax_gna.profile.measure``: warm-up, rotating input sets, then on a CUDA GPU (after
+2 s of back-to-back calls, so the clock has settled where the function's own power draw puts
+it) the median of 10 calls' DEVICE times (each call's busy time in the profiler's kernel records,
 so launch latency and host gaps are out; the wall-clock median over groups of back-to-back
 calls, ``jax_gna._timing``, stays in the "wall ms" column), elsewhere the wall-clock median.
 The speedup baseline is measured before and after each case's GNA measurements and
 averaged (``_bracket``: clocks drift under sustained load). On a CUDA GPU each kernel row is
 also timed interleaved with cuDNN dense in one trace (``profile.measure_interleaved``: both at
-the same clock and power states; the "interleaved" columns), the fair ratio where a GPU's
-clock follows its power draw.
+the same clock and power states; the "interleaved" columns): a comparison at equal clocks,
+where a kernel that draws less power than cuDNN gets no credit for the higher clock it
+settles to alone.
 Anything whose estimated memory exceeds the device is skipped with the reason printed.
 """
 
@@ -70,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device-trace", default=None, action=argparse.BooleanOptionalAction,
                    help="time from the device's kernel records (10 traced calls per "
                         "measurement; wall time stays in the JSON); default: on for CUDA GPUs")
+    p.add_argument("--settle-s", type=float, default=None,
+                   help="seconds of back-to-back calls before each traced measurement "
+                        "(default: 2 on a CUDA GPU, else 0)")
     p.add_argument("--interleaved", default=None, action=argparse.BooleanOptionalAction,
                    help="also time each GNA row and cuDNN dense interleaved in one trace "
                         "(same clock/power states: profile.measure_interleaved); default: "
@@ -113,7 +118,7 @@ def run(args) -> dict:
     baseline = profile.CUDNN_DENSE if (on_cuda and profile.CUDNN_DENSE in dense_impls) \
         else profile.XLA_DENSE
     mkw = dict(warmup=warmup, repeats=repeats, input_sets=args.input_sets, force=args.force,
-               device_trace=args.device_trace)
+               device_trace=args.device_trace, settle_s=args.settle_s)
     interleaved = on_cuda if args.interleaved is None else args.interleaved
 
     rows, sims = [], []

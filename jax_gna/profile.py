@@ -438,6 +438,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--q-tile", type=int, nargs="+", help="simulator: Q tile per dim")
     p.add_argument("--kv-tile", type=int, nargs="+", help="simulator: KV tile per dim")
     p.add_argument("--force", action="store_true", help="run even if memory looks short")
+    p.add_argument("--settle-s", type=float, default=None,
+                   help="seconds of back-to-back calls before the traced ones, so the GPU's "
+                        "clock settles under this function's own power draw; default: 2 on "
+                        "a CUDA GPU, else 0")
     p.add_argument("--device-trace", default=None, action=argparse.BooleanOptionalAction,
                    help="time from the device's kernel records (profiler trace); default: "
                         "on for CUDA GPUs")
@@ -523,7 +527,7 @@ def main(argv: Sequence[str] | None = None, *, attention_fn: Callable | None = N
                   q_tile=_per_dim(args.q_tile, rank, "q-tile", parser),
                   kv_tile=_per_dim(args.kv_tile, rank, "kv-tile", parser),
                   warmup=args.warmup, repeats=args.repeats, input_sets=args.input_sets,
-                  force=args.force, device_trace=args.device_trace)
+                  force=args.force, device_trace=args.device_trace, settle_s=args.settle_s)
     print(json.dumps(rep) if args.json else format_report(rep))
     return 1 if "error" in rep["gna"] else 0
 
