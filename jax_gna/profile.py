@@ -248,13 +248,17 @@ def _with_direction(cfg: ProfileConfig, attend: Callable):
 
 
 def _settle(fn: Callable, arg_sets: Sequence[Sequence[Any]], seconds: float) -> None:
-    """Calls ``fn`` back to back for ``seconds`` (bursts of 4 calls, each burst waited on,
-    so memory stays flat and the device stays busy)."""
+    """Calls ``fn`` back to back for about ``seconds``: in bursts of 4 calls while a call
+    takes under 20 ms (each burst waited on, so memory stays flat while the device stays
+    busy), one at a time for longer calls (a burst must not overshoot by seconds)."""
     import time
-    end, i = time.perf_counter() + seconds, 0
-    while time.perf_counter() < end:
-        jax.block_until_ready([fn(*arg_sets[(i + j) % len(arg_sets)]) for j in range(4)])
-        i += 4
+    start = time.perf_counter()
+    i, burst = 0, 1
+    while time.perf_counter() - start < seconds:
+        t = time.perf_counter()
+        jax.block_until_ready([fn(*arg_sets[(i + j) % len(arg_sets)]) for j in range(burst)])
+        i += burst
+        burst = 4 if (time.perf_counter() - t) / burst < 0.02 else 1
 
 
 def measure(cfg: ProfileConfig, impl: str, *, attention_fn: Callable | None = None,

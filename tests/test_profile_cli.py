@@ -138,6 +138,23 @@ def test_trace_interleaved_splits_calls_by_event_counts(monkeypatch):
                                            rounds=2) is None
 
 
+@pytest.mark.parametrize("call_s, calls", [(0.5, 4), (0.001, 2001)])
+def test_settle_runs_about_the_time_asked(monkeypatch, call_s, calls):
+    # A fake clock that each call advances by call_s: 2 s of 0.5 s calls is 4 single calls
+    # (no 4-call burst overshooting by seconds); 2 s of 1 ms calls, 1 + 500 bursts of 4.
+    import time
+    now = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
+    n = [0]
+
+    def fn(x):
+        now[0] += call_s
+        n[0] += 1
+        return x
+    profile._settle(fn, [(1.0,)], 2.0)
+    assert n[0] == calls
+
+
 def test_measure_interleaved_needs_a_cuda_gpu():
     if _timing.is_cuda_gpu():
         pytest.skip("on a CUDA GPU this times for real (benchmarks)")
