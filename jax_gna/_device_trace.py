@@ -178,8 +178,8 @@ def trace_interleaved(fns: Sequence[tuple[Callable[..., Any], Sequence[Sequence[
     each function's calls, none between them). A GPU's clocks follow its power draw (on
     the H200 a sustained cuDNN attention holds it at its power cap, ~1.6 GHz, where a short
     burst runs at 1.98 GHz), so kernels timed one after the other in separate runs are
-    timed at different clocks; interleaved, every function sees the same mix of states and
-    the ratio of their times is fair.
+    timed at different clocks; interleaved, every function sees the same mix of states, so
+    the ratio of their times compares them at equal clocks.
 
     The events of the first device plane are split into calls in launch order, each call
     taking as many events as that function launches per call (counted in a short trace of

@@ -9,18 +9,16 @@ SM clock, power and the clock-event reasons every 50 ms:
   heated      right after ~3 s of back-to-back cuDNN dense calls
   sustained   after ~3 s of back-to-back calls of the kernel itself
   interleaved rounds of [cuDNN x1, sm90 seq32k x16, sm90 dense x1] in one trace: every kernel
-              sees the same power state, so their ratio is the fair one
+              sees the same clocks (a kernel that draws less than cuDNN gets no credit
+              for the higher clock it reaches alone)
 
     python scripts/power_state.py [--heads 24] [--seconds 3]
 """
 from __future__ import annotations
 
 import argparse
-import glob
-import os
 import statistics
 import subprocess
-import tempfile
 import threading
 import time
 
@@ -28,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 import jax_gna
+from jax_gna import _device_trace, profile
 
 N, D = 32768, 128
 FIELDS = "clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_event_reasons.active"
@@ -70,32 +69,11 @@ class SmiLog:
         self.proc.terminate()
 
 
-def kernel_events(run) -> list[tuple[float, float, str]]:
-    """(start_ns, duration_ns, name) of every device kernel ``run()`` launches, profiled."""
-    from jax.profiler import ProfileData
-    with tempfile.TemporaryDirectory(prefix="gna_power_") as tmp:
-        with jax.profiler.trace(tmp):
-            run()
-        path = glob.glob(os.path.join(tmp, "**", "*.xplane.pb"), recursive=True)[0]
-        data = ProfileData.from_file(path)
-    events = []
-    for plane in data.planes:
-        if not plane.name.startswith("/device:") or "CPU" in plane.name:
-            continue
-        for line in plane.lines:
-            if line.name.startswith("XLA") or "Name Scope" in line.name:
-                continue
-            for ev in line.events:
-                if ev.duration_ns > 0:
-                    events.append((ev.start_ns, ev.duration_ns, ev.name))
-    return sorted(events)
-
-
 def classify(events) -> dict[str, list[float]]:
-    """Kernel times (ms) by kind: sm90 kernels split by length (seq32k ~1.3 ms, dense ~20 ms),
+    """Kernel times (ms) from (name, start_ns, duration_ns) events, by kind: sm90 kernels split by length (seq32k ~1.3 ms, dense ~20 ms),
     other kernels over 5 ms are cuDNN's attention; short others (memsets) are left out."""
     out: dict[str, list[float]] = {"sm90 seq32k": [], "sm90 dense": [], "cudnn dense": []}
-    for _, dur, name in events:
+    for name, _, dur in events:
         ms = dur / 1e6
         if "gna" in name:
             out["sm90 dense" if ms > 5 else "sm90 seq32k"].append(ms)
@@ -130,19 +108,14 @@ def main() -> None:
         outs = [f(*sets[i % 3]) for i in range(n)]
         jax.block_until_ready(outs)
 
-    def busy(f, seconds, per_call_ms):
-        # Bursts of 8 calls, each waited on, outputs dropped (memory stays flat); the
-        # host launches the next burst within microseconds, so the GPU stays loaded.
-        for _ in range(max(1, int(seconds * 1e3 / per_call_ms / 8))):
-            calls(f, 8)
-
     smi = SmiLog()
     rows = []
 
     def phase(name, prepare, run):
         prepare()
         t0 = time.time()
-        ev = classify(kernel_events(run))
+        planes = _device_trace._profiled_events(run)
+        ev = classify(planes[0][1] if planes else [])
         t1 = time.time()
         figs = []
         for kind, ms in ev.items():
@@ -160,11 +133,11 @@ def main() -> None:
     phase("cold seq32k", idle, lambda: calls(seq, 20))
     phase("cold cudnn", idle, lambda: calls(cudnn, 5))
     phase("cold gna-dense", idle, lambda: calls(gdense, 5))
-    phase("after cudnn load: seq32k", lambda: busy(cudnn, a.seconds, 21),
+    phase("after cudnn load: seq32k", lambda: profile._settle(cudnn, sets, a.seconds),
           lambda: calls(seq, 20))
-    phase("after seq32k load: seq32k", lambda: busy(seq, a.seconds, 1.3),
+    phase("after seq32k load: seq32k", lambda: profile._settle(seq, sets, a.seconds),
           lambda: calls(seq, 40))
-    phase("after gna-dense load: gna-dense", lambda: busy(gdense, a.seconds, 21),
+    phase("after gna-dense load: gna-dense", lambda: profile._settle(gdense, sets, a.seconds),
           lambda: calls(gdense, 5))
 
     def interleaved():
@@ -172,7 +145,7 @@ def main() -> None:
             jax.block_until_ready(cudnn(*sets[r % 3]))
             calls(seq, 16)
             jax.block_until_ready(gdense(*sets[r % 3]))
-    phase("interleaved (hot)", lambda: busy(cudnn, a.seconds, 21), interleaved)
+    phase("interleaved (hot)", lambda: profile._settle(cudnn, sets, a.seconds), interleaved)
     phase("interleaved (after idle)", idle, interleaved)
     t = time.time()
     time.sleep(1.0)
