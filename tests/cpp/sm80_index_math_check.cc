@@ -182,6 +182,13 @@ static void check_problem(const Problem& pr) {
     for (int64_t x = 0; x < qg.total(); ++x) {
       DimTile q[3];
       decode_tile(x, qg, s, tiles.q, heavy != 0, q);
+      DimTile q32[3];  // the 32-bit path the forward kernels take
+      decode_tile(int(x), qg, s, tiles.q, heavy != 0, q32);
+      for (int d = 0; d < 3; ++d) {
+        CHECK(q32[d].group == q[d].group && q32[d].begin == q[d].begin &&
+                  q32[d].end == q[d].end && q32[d].group_len == q[d].group_len,
+              "dim %d: 32-bit decode of tile %lld differs", d, (long long)x);
+      }
       seen.insert({q[0].group, q[0].begin, q[1].group, q[1].begin, q[2].group, q[2].begin});
       for (int d = 0; d < 3; ++d) {  // the tile (unclipped) meets the range's group-local
         const int dil = s.dims[d].dilation;  // hull, the same for every group
@@ -219,7 +226,7 @@ static void check_problem(const Problem& pr) {
 
   // 3. forward visit lists and masks.
   for (int64_t x = 0; x < qg.total(); ++x) {
-    const FwdSchedule w = make_fwd_schedule(x, qg, s, tiles, pr.kv_tokens);
+    const FwdSchedule w = make_fwd_schedule(int(x), qg, s, tiles, pr.kv_tokens);
     std::set<std::tuple<int, int, int>> visited;  // KV tile begins
     int extra_covered = 0;
     FwdTileCursor cursor;  // the kernel's division-free walk must give the same list

@@ -53,7 +53,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   };
 
   if (tid == 0) {
-    ss.sched = make_fwd_schedule(blockIdx.x / unsigned(shape.heads_q / shape.heads_kv),
+    ss.sched = make_fwd_schedule(int(blockIdx.x / unsigned(shape.heads_q / shape.heads_kv)),
                                  q_tile_grid(shape, f.tiles.q), shape, f.tiles,
                                  kBlockN);
   }

@@ -183,20 +183,6 @@ GNA_HD void box_index(const TileBox& box, int i, int idx[kMaxRank]) {
   idx[0] = i / box.count[1];
 }
 
-// The KV tiles a Q tile visits (q_tile_kv_tiles per dim), in the Q tile's groups.
-GNA_HD TileBox kv_box_of_q_tile(const DimTile q[kMaxRank], const ProblemShape& s,
-                                const TileShape& tiles) {
-  TileBox box;
-  for (int d = 0; d < kMaxRank; ++d) {
-    const DimParams& p = s.dims[d];
-    const Range r = q_tile_kv_tiles(q[d].begin, q[d].end, q[d].group_len, p.kernel_size,
-                                    p.stride, p.causal, tiles.kv[d]);
-    box.first[d] = r.begin;
-    box.count[d] = r.end - r.begin;
-  }
-  return box;
-}
-
 // ---- Grids -------------------------------------------------------------------------------
 
 // The tiles per dim over all dilation groups, for tiles of shape `tile` (window.h
@@ -255,17 +241,35 @@ GNA_HD TileBox q_box_of_kv_tile(const DimTile kv[kMaxRank], const ProblemShape& 
 // workspace; non-causal windows shift at borders, so their Q tiles all visit about the same
 // number of KV tiles and natural order, which keeps neighbouring CTAs on the same KV tiles
 // in L2, is kept).
-GNA_HD void decode_tile(int64_t idx, const TileGrid& grid, const ProblemShape& s,
+//
+// decode_tile = split_tile_index (the per-dim tile numbers) + decode_dim per dim; the
+// forward kernel runs the per-dim part on one lane per dim (tile_scheduler.h).
+// Index is int where the caller knows the tile count is below 2^31 (forward grids: the FFI
+// handler checks it), int64_t otherwise: 32-bit divisions are a few instructions, 64-bit ones
+// a subroutine, and this runs at the head of every forward CTA.
+template <class Index>
+GNA_HD void split_tile_index(Index idx, const int tiles[kMaxRank], int t[kMaxRank]) {
+  t[2] = int(idx % Index(tiles[2]));
+  idx /= Index(tiles[2]);
+  t[1] = int(idx % Index(tiles[1]));
+  t[0] = int(idx / Index(tiles[1]));
+}
+
+// Along dim d: per-dim tile number t of `tiling` -> the tile (reversed along causal dims
+// when heavy_first).
+GNA_HD DimTile decode_dim(int t, const GroupTiling& tiling, const ProblemShape& s, int d,
+                          int tile, bool heavy_first) {
+  const int td = (heavy_first && s.dims[d].causal) ? tiling.num_tiles - 1 - t : t;
+  return group_tile(tiling, td, tile);
+}
+
+template <class Index>
+GNA_HD void decode_tile(Index idx, const TileGrid& grid, const ProblemShape& s,
                         const int tile[kMaxRank], bool heavy_first, DimTile out[kMaxRank]) {
   int t[kMaxRank];
-  t[2] = int(idx % grid.tiles[2]);
-  idx /= grid.tiles[2];
-  t[1] = int(idx % grid.tiles[1]);
-  t[0] = int(idx / grid.tiles[1]);
+  split_tile_index(idx, grid.tiles, t);
   for (int d = 0; d < kMaxRank; ++d) {
-    const DimParams& p = s.dims[d];
-    const int td = (heavy_first && p.causal) ? grid.tiles[d] - 1 - t[d] : t[d];
-    out[d] = group_tile(grid.tiling[d], td, tile[d]);
+    out[d] = decode_dim(t[d], grid.tiling[d], s, d, tile[d], heavy_first);
   }
 }
 

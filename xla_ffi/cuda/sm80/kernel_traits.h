@@ -136,13 +136,21 @@ struct FwdTraits {
     int4 q_win_end[kBlockM];
     uint32_t q_code[kBlockM];   // box coordinate of each Q row (index_math.h)
     uint32_t kv_code[kBlockN];  // box coordinate of each KV row (= score column)
+    // Element offset of Q row r's token from this (batch, head)'s base in Q, O and LSE; -1
+    // for rows past the group's end (never loaded, never stored; real offsets are >= 0).
+    // One thread computes each row once: the row copies spread a row over kHeadDim / 8
+    // threads, which otherwise each recomputed its int64 offset.
+    int64_t q_row_off[kBlockM];
+    int64_t o_row_off[kBlockM];
+    int64_t lse_row_off[kBlockM];
     // Element offset of KV row r from row 0 of any spatial KV tile (K and V strides).
     int64_t kv_rel_k[kBlockN];
     int64_t kv_rel_v[kBlockN];
     // The CTA's schedule, read from shared memory where needed rather than held in
     // registers across the main loop (the accumulators need nearly all 255).
     FwdSchedule sched;
-    FwdTileCursor cursor;       // warp 0's walk of the visit list: next tile to publish
+    FwdTileCursor cursor[2];    // warp 0's walk of the visit list: next tile to publish
+                                // (batch k reads cursor[k % 2], fwd_kernel.h)
     FwdKvStep step[kStepRing];  // tile it in step[it % kStepRing]
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));

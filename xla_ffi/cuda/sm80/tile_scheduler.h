@@ -37,18 +37,36 @@ struct FwdSchedule {
   GNA_HD int num_tiles() const { return num_spatial + num_extra_tiles; }
 };
 
-GNA_HD FwdSchedule make_fwd_schedule(int64_t cta, const TileGrid& grid, const ProblemShape& s,
+// The schedule in three steps, so that the forward kernel can run the middle one on one
+// lane per dim (the per-dim chains of integer divisions then overlap; fwd_kernel.h):
+// split the CTA's Q-tile number into per-dim numbers, fill dim d (its Q tile, heavy first,
+// the KV tiles it visits along d, the interior bounds), then the totals.
+GNA_HD void fwd_schedule_dim(FwdSchedule& w, int d, int t, const GroupTiling& tiling,
+                             const ProblemShape& s, const TileShape& tiles) {
+  const DimParams& p = s.dims[d];
+  w.q[d] = decode_dim(t, tiling, s, d, tiles.q[d], /*heavy_first=*/true);
+  const Range r = q_tile_kv_tiles(w.q[d].begin, w.q[d].end, w.q[d].group_len, p.kernel_size,
+                                  p.stride, p.causal, tiles.kv[d]);
+  w.box.first[d] = r.begin;
+  w.box.count[d] = r.end - r.begin;
+  w.bounds[d] = q_tile_bounds(w.q[d].begin, w.q[d].end, w.q[d].group_len, p.kernel_size,
+                              p.stride, p.causal);
+}
+
+// num_spatial: w.box.total() (the kernel multiplies the per-dim counts across lanes).
+GNA_HD void fwd_schedule_totals(FwdSchedule& w, int num_spatial, const ProblemShape& s,
+                                int kv_tile_tokens) {
+  w.num_spatial = num_spatial;
+  w.num_extra_tiles = ceil_div(s.num_extra, kv_tile_tokens);
+}
+
+GNA_HD FwdSchedule make_fwd_schedule(int cta, const TileGrid& grid, const ProblemShape& s,
                                      const TileShape& tiles, int kv_tile_tokens) {
   FwdSchedule w;
-  decode_tile(cta, grid, s, tiles.q, /*heavy_first=*/true, w.q);
-  w.box = kv_box_of_q_tile(w.q, s, tiles);
-  for (int d = 0; d < kMaxRank; ++d) {
-    const DimParams& p = s.dims[d];
-    w.bounds[d] = q_tile_bounds(w.q[d].begin, w.q[d].end, w.q[d].group_len,
-                                       p.kernel_size, p.stride, p.causal);
-  }
-  w.num_spatial = w.box.total();
-  w.num_extra_tiles = ceil_div(s.num_extra, kv_tile_tokens);
+  int t[kMaxRank];
+  split_tile_index(cta, grid.tiles, t);
+  for (int d = 0; d < kMaxRank; ++d) fwd_schedule_dim(w, d, t[d], grid.tiling[d], s, tiles);
+  fwd_schedule_totals(w, w.box.total(), s, kv_tile_tokens);
   return w;
 }
 
