@@ -182,7 +182,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   // that a batch's read and write are different words and each is a barrier away from the
   // batches around it. (A single cursor, read by every lane and rewritten by lane 7 between
   // two __syncwarp, drew compute-sanitizer racecheck hazards.)
-  const int num_tiles = w.num_tiles();  // (thread 0 wrote it before the barrier above)
+  const int num_tiles = w.num_tiles();  // (warp 0 wrote it before the barrier above)
   auto publish_batch = [&](int batch) {
     const int lane = tid;
     if (lane < Traits::kStepBatch) {
