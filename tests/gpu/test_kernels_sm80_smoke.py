@@ -103,6 +103,18 @@ def _cases() -> list[Case]:
     c.append(Case("1d_rising_keys", (1024,), (512,), key_ramp=12.0, head_dim=128, batch=1))
     c.append(Case("2d_fp16_rising_keys", (32, 32), (17, 17), key_ramp=12.0, dtype="fp16",
                   batch=1))
+    # Head dim 128 with an odd number of work items, and causal GQA with additional tokens
+    # (Q tiles of different lengths next to each other).
+    c.append(Case("1d_hdim128_odd_items", (300,), (33,), head_dim=128, heads_q=1, heads_kv=1,
+                  batch=3, bwd=False))
+    c.append(Case("1d_hdim128_causal_gqa", (700,), (257,), causal=(True,), heads_q=6,
+                  heads_kv=2, head_dim=128, num_extra=40, dtype="fp16"))
+    # JAX_GNA_SMOKE_HEAD_DIM=D: every case at head dim D (e.g. 128: every shape through that
+    # instantiation's tiles); forward only where the backend has no backward at D.
+    override = os.environ.get("JAX_GNA_SMOKE_HEAD_DIM")
+    if override:
+        d = int(override)
+        c = [dataclasses.replace(x, head_dim=d, bwd=x.bwd and d <= 128) for x in c]
     return c
 
 
