@@ -21,7 +21,7 @@ Attributes: ``backend`` (str), ``kernel_size``, ``stride``, ``dilation``, ``is_c
 
 Tile boxes: ``config.q_tile`` / ``config.kv_tile`` when given and their token counts match
 the kernel instantiation of that direction (forward and backward kernels may use different
-counts, e.g. sm80 128/32 forward and 64/64 backward for head dim 128: a box given for one
+counts, e.g. sm80 128/64 forward and 64/64 backward for head dim 128: a box given for one
 direction is not applied to the other when its count differs); otherwise the box with
 power-of-two sides ranked best by the tile simulator (``jax_gna.simulator.search``:
 ``tile_work_speedup``, boundary tiles weighted by the family's ``boundary_tile_cost`` from

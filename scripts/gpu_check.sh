@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one GPU script: build, GPU tests, sanitizer, benchmark; a short table last.
 #
-#   bash scripts/gpu_check.sh [all|build|smoke|suite|dispatch|sanitize|sanitize90|large|sm90self|sm90items|reference|bench|dit|cli|tiles|ncu|ncu80|ncu90jax|scaling]...
+#   bash scripts/gpu_check.sh [all|build|smoke|smoke128|suite|dispatch|sanitize|sanitize90|large|sm90self|sm90items|reference|bench|dit|cli|tiles|ncu|ncu80|ncu90jax|scaling]...
 #
 # Runs on a CUDA machine without network access (the H200 of the device tool): wheels that
 # image lacks (nvidia-cutlass) come from .whl/; a CUDA library prebuilt elsewhere may come in
@@ -70,6 +70,9 @@ fi
 # ---- tests -------------------------------------------------------------------------------
 export JAX_GNA_REQUIRE_BACKENDS=sm80,sm90
 want smoke && run_stage smoke 400 python3 tests/gpu/test_kernels_sm80_smoke.py
+# Every smoke shape again at head dim 128 (its forward has its own K/V buffering).
+want smoke128 && run_stage smoke128 400 env JAX_GNA_SMOKE_HEAD_DIM=128 \
+  python3 tests/gpu/test_kernels_sm80_smoke.py
 want sm90self && [ -x xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest ] && \
   run_stage sm90self 500 xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest correct
 # The sm90 kernel again with its persistent grid capped at 3 CTAs (test hook in launch.h), so
@@ -88,7 +91,7 @@ want dispatch && run_stage dispatch 300 python3 -m pytest -q -p no:cacheprovider
 want large && run_stage large 400 python3 -m pytest -q -p no:cacheprovider \
   tests/gpu/test_large_tensor.py
 if want sanitize; then   # sm80 kernels through JAX: forward, backward, deterministic backward
-  for case in ${SANITIZE_CASES:-2d_mixed 3d_causal_t 1d_gqa_extra_causal 2d_extra 3d_query_range}; do
+  for case in ${SANITIZE_CASES:-2d_mixed 3d_causal_t 1d_gqa_extra_causal 2d_extra 3d_query_range 1d_hdim128_causal_gqa}; do
     for tool in memcheck racecheck; do
       run_stage "${tool}_$case" 300 compute-sanitizer --tool "$tool" --kernel-name kns=jax_gna \
         --error-exitcode 9 python3 tests/gpu/test_kernels_sm80_smoke.py -k "$case"

@@ -143,10 +143,10 @@ void check_dq(const char* what) {
 int main() {
   using bf16 = cutlass::bfloat16_t;
   // The instantiations of xla_ffi/cuda/sm80/{fwd,bwd}_*.cu (fp16 has the same layouts).
-  check_fwd<FwdTraits<bf16, 32, 128, 64, 4>>("fwd d32");
-  check_fwd<FwdTraits<bf16, 64, 128, 64, 4>>("fwd d64");
-  check_fwd<FwdTraits<bf16, 128, 128, 32, 4>>("fwd d128");
-  check_fwd<FwdTraits<bf16, 256, 64, 16, 4>>("fwd d256");
+  check_fwd<FwdTraits<bf16, 32, 128, 64, 4, 2>>("fwd d32");
+  check_fwd<FwdTraits<bf16, 64, 128, 64, 4, 2>>("fwd d64");
+  check_fwd<FwdTraits<bf16, 128, 128, 64, 4, 1>>("fwd d128");
+  check_fwd<FwdTraits<bf16, 256, 64, 16, 4, 2>>("fwd d256");
   check_bwd<BwdTraits<bf16, 32, 64, 64, 4, 2, 4>>("bwd d32");
   check_bwd<BwdTraits<bf16, 64, 64, 64, 4, 2, 4>>("bwd d64");
   check_bwd<BwdTraits<bf16, 128, 64, 64, 8, 2, 4>>("bwd d128");

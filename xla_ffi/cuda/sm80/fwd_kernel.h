@@ -4,11 +4,18 @@
 // One CTA = one (batch, query head, Q tile). The Q tile (kBlockM tokens, a box of any shape
 // given at run time in params.tiles.q, inside one dilation group per dim) is gathered once;
 // the CTA then walks the KV-tile box its queries need (tile_scheduler.h), then the
-// additional-KV tiles. Per KV tile, with K and V double buffered:
+// additional-KV tiles. Per KV tile, with K and V double buffered (Traits::kStages == 2):
 //   wait for tile it, sync | S = Q K^T | issue K, V loads of tile it + 1 |
 //   mask (boundary tiles only) | online softmax | O += P V
 // so each load has a whole iteration to land, and one barrier per tile separates the
-// readers of a stage from its next writer.
+// readers of a stage from its next writer. With one K and one V buffer (kStages == 1,
+// FlashAttention-2's order):
+//   wait for K of tile it, sync | issue V of tile it | S = Q K^T | mask |
+//   wait for V, sync | issue K of tile it + 1 | online softmax | O += P V
+// each load overlaps half an iteration, for half the K/V shared memory: head dim 128 then
+// fits 64-token KV tiles (half the per-tile barriers, row reductions and bookkeeping of
+// 32-token ones) in 99 KiB, which measured faster than 32-token double-buffered tiles
+// (sm80/README.md).
 // GQA: query head h reads KV head h / (Hq / Hkv) straight from the [B, *, Hkv, D] tensors.
 //
 // Bookkeeping stays off the MMA warps' issue slots (the kernel was issue-bound on index
@@ -246,10 +253,10 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
         tid);
   };
 
-  // Prologue: Q and tile 0's K and V in one cp.async group.
+  // Prologue: Q and tile 0's K (and V, double buffered) in one cp.async group.
   gather_rows_async<kBlockM, kHeadDim, kNThreads>(sQ, q_base(), q_row(ss.q_row_off), tid);
   load_kv(sK_at(0), std::false_type{}, ss.step[0]);
-  load_kv(sV_at(0), std::true_type{}, ss.step[0]);
+  if constexpr (Traits::kStages == 2) load_kv(sV_at(0), std::true_type{}, ss.step[0]);
   cp_async_fence();
 
   typename Traits::TiledMma mma;
@@ -270,7 +277,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   const float scale_log2 = p.scale * float(M_LOG2E);
 
   for (int it = 0; it < num_tiles; ++it) {
-    const int stage = it & 1;
+    const int stage = Traits::kStages == 2 ? (it & 1) : 0;
     Tensor acc_s = partition_fragment_C(mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
     clear(acc_s);
     cp_async_wait<0>();
@@ -281,6 +288,11 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
     // compiler cannot move a later read above, so the read's latency sat right before the
     // branch (Nsight Compute: ~1.4% of stall samples on it).
     const bool interior = ss.step[it % Traits::kStepRing].interior;
+    if constexpr (Traits::kStages == 1) {  // V of tile it: every warp is done with tile
+                                           // it - 1's V (the sync above)
+      load_kv(sV_at(0), std::true_type{}, ss.step[it % Traits::kStepRing]);
+      cp_async_fence();
+    }
     // Thread-dependent shared-memory addresses are rebuilt each iteration from an opaque
     // thread index instead of being carried across the loop (registers; see opaque()).
     const int ltid = opaque(tid);
@@ -292,11 +304,13 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
 
     // Loads of tile it + 1 after the S MMAs are issued, so that their address work overlaps
     // the MMAs in flight rather than delaying their start.
-    if (it + 1 < num_tiles) {
-      const FwdKvStep& next = ss.step[(it + 1) % Traits::kStepRing];
-      load_kv(sK_at(stage ^ 1), std::false_type{}, next);
-      load_kv(sV_at(stage ^ 1), std::true_type{}, next);
-      cp_async_fence();
+    if constexpr (Traits::kStages == 2) {
+      if (it + 1 < num_tiles) {
+        const FwdKvStep& next = ss.step[(it + 1) % Traits::kStepRing];
+        load_kv(sK_at(stage ^ 1), std::false_type{}, next);
+        load_kv(sV_at(stage ^ 1), std::true_type{}, next);
+        cp_async_fence();
+      }
     }
     // Tiles it + kStepBatch .. it + 2 kStepBatch - 1 into the ring: their slots held tiles
     // it - kStepBatch .. it - 1, last read (masks, loads) before the barrier above; their
@@ -318,6 +332,14 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
       }
     }
 
+    if constexpr (Traits::kStages == 1) {
+      cp_async_wait<0>();  // this thread's rows of V of tile it landed;
+      __syncthreads();     // every thread's did, and every warp is done reading K of tile it
+      if (it + 1 < num_tiles) {
+        load_kv(sK_at(0), std::false_type{}, ss.step[(it + 1) % Traits::kStepRing]);
+        cp_async_fence();
+      }
+    }
     softmax.update(s_rc, acc_o_rc, scale_log2);
     Tensor rP = convert_fragment<Element>(acc_s);
     Tensor tOrP = make_tensor(rP.data(), acc_to_a_layout(rP.layout()));

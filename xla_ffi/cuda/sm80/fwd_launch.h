@@ -33,12 +33,12 @@ cudaError_t launch_fwd(const FwdParams& p, cudaStream_t stream) {
 }  // namespace jax_gna::sm80
 
 // One forward instantiation: element type, head dim, Q tile tokens, KV tile tokens, warps,
-// ldmatrix prefetch in the S and P.V GEMMs.
-#define JAX_GNA_SM80_FWD_INSTANCE(ELEMENT, HEAD_DIM, BLOCK_M, BLOCK_N, WARPS, PREFETCH_S,    \
-                                  PREFETCH_PV)                                               \
+// K/V buffers (kernel_traits.h kStages), ldmatrix prefetch in the S and P.V GEMMs.
+#define JAX_GNA_SM80_FWD_INSTANCE(ELEMENT, HEAD_DIM, BLOCK_M, BLOCK_N, WARPS, STAGES,        \
+                                  PREFETCH_S, PREFETCH_PV)                                   \
   namespace jax_gna::sm80 {                                                                   \
-  using FwdInstance =                                                                         \
-      FwdTraits<ELEMENT, HEAD_DIM, BLOCK_M, BLOCK_N, WARPS, PREFETCH_S, PREFETCH_PV>;         \
+  using FwdInstance = FwdTraits<ELEMENT, HEAD_DIM, BLOCK_M, BLOCK_N, WARPS, STAGES,          \
+                                PREFETCH_S, PREFETCH_PV>;                                     \
   JAX_GNA_REGISTER_FWD(KernelKey{"sm80", dtype_of<ELEMENT>(), HEAD_DIM, HEAD_DIM}, BLOCK_M,  \
                        BLOCK_N, &launch_fwd<FwdInstance>);                                    \
   }

@@ -95,9 +95,9 @@ struct FwdKvStep {
 
 // kBlockM query rows (one Q tile) x kBlockN key rows (one KV tile), warps along M: each warp
 // owns 16 rows per MMA tile, so row statistics stay inside a warp (quad shuffles only).
-// K and V are double buffered (kStages): tile it + 1 loads while tile it computes.
+// K and V are single or double buffered (kStages).
 template <class Element_, int kHeadDim_, int kBlockM_, int kBlockN_, int kNWarps_,
-          bool kPrefetchS_ = true, bool kPrefetchPV_ = true>
+          int kStages_, bool kPrefetchS_ = true, bool kPrefetchPV_ = true>
 struct FwdTraits {
   using Element = Element_;
   static constexpr int kHeadDim = kHeadDim_;
@@ -105,7 +105,12 @@ struct FwdTraits {
   static constexpr int kBlockN = kBlockN_;
   static constexpr int kNWarps = kNWarps_;
   static constexpr int kNThreads = kNWarps * 32;
-  static constexpr int kStages = 2;
+  // K/V buffers (fwd_kernel.h): 2 = K and V double buffered, tile it + 1 loads during tile
+  // it; 1 = one K and one V buffer, V of tile it loads during S = Q K^T and K of tile it + 1
+  // during softmax and P V (two barriers per tile; half the K/V shared memory, which is what
+  // lets head dim 128 take 64-token KV tiles within the portable 99 KiB).
+  static constexpr int kStages = kStages_;
+  static_assert(kStages == 1 || kStages == 2, "K/V buffering");
   // Visit-list tiles are published kStepBatch at a time (one per lane of warp 0) into a ring
   // of two batches (fwd_kernel.h).
   static constexpr int kStepBatch = 8;
