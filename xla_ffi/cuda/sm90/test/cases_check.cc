@@ -1,5 +1,6 @@
-// Host check (no GPU) that every self-test case (test/selftest_cases.h: fixed, seeded random
-// and benchmark) is admitted by the sm90 forward rule, and a listing of the random cases.
+// Host check (no GPU) that every self-test case (test/selftest_cases.h: fixed, seeded random,
+// benchmark and per-item cost sweep) is admitted by the sm90 forward rule, and a listing of
+// the random cases.
 //
 //   g++ -std=c++17 -O2 -I xla_ffi/include -I xla_ffi/cuda/sm90
 //       xla_ffi/cuda/sm90/test/cases_check.cc -o /tmp/sm90_cases_check && /tmp/sm90_cases_check [seed [count]]
@@ -44,6 +45,7 @@ int main(int argc, char** argv) {
   run("fixed", selftest::fixed_correctness_cases(), false);
   run("random", selftest::random_correctness_cases(seed, count), true);
   run("bench", selftest::bench_cases(), false);
+  run("sweep", selftest::item_cost_cases(), false);
   std::printf("%d case(s) refused\n", bad);
   return bad == 0 ? 0 : 1;
 }

@@ -12,7 +12,8 @@
 //       The optional filter runs only the cases whose name contains it.
 //       Environment: GNA_SELFTEST_SEED (default 1) and GNA_SELFTEST_RANDOM (default 12): the
 //       seed and number of random correctness cases (test/selftest_cases.h);
-//       GNA_BENCH_ITERS (default 10): timed launches per benchmark case.
+//       GNA_BENCH_ITERS (default 10): timed launches per benchmark case; GNA_BENCH_SWEEP=1
+//       adds the per-item cost sweep (selftest_cases.h: item_cost_cases).
 // Exit status 0 iff every case passes: GNA_SPEC.md tolerances for half-precision operands
 // (relative error of O < 1e-2, max |LSE error| < 1e-3), no NaN/Inf anywhere (the outputs are
 // pre-filled with NaN, so unwritten rows fail too); every benchmark runs without error.
@@ -419,6 +420,8 @@ int main(int argc, char** argv) {
     add(selftest::random_correctness_cases(seed, random_count), false);
   }
   if (mode != "correct") add(selftest::bench_cases(), true);
+  if (mode != "correct" && std::getenv("GNA_BENCH_SWEEP") != nullptr)
+    add(selftest::item_cost_cases(), true);
   if (mode == "list") {
     for (const Job& j : jobs) std::printf("%s %s\n", j.bench ? "bench  " : "correct", j.c.name.c_str());
     return 0;

@@ -230,6 +230,19 @@ inline std::vector<Case> bench_cases() {
   };
 }
 
+// Per-item cost sweep (GNA_BENCH_SWEEP=1): 1-D, 32768 tokens, 24 heads, window = stride = W,
+// so every item is one 128-token Q tile with W / 128 interior KV tiles and the item count
+// (6144) is fixed; time against tiles per item separates the per-tile and per-item costs.
+inline std::vector<Case> item_cost_cases() {
+  std::vector<Case> out;
+  for (int w : {256, 512, 1024, 2048, 4096, 8192}) {
+    out.push_back({"sweep1d w" + std::to_string(w), SM90_D3(1, 1, 32768), SM90_D3(1, 1, w),
+                   SM90_D3(1, 1, w), SM90_D3(1, 1, 1), SM90_BOOL3(0, 0, 0), SM90_D3(1, 1, 128),
+                   SM90_D3(1, 1, 128), 1, 24, 24, 0, 128, false, true});
+  }
+  return out;
+}
+
 #undef SM90_D3
 #undef SM90_BOOL3
 
