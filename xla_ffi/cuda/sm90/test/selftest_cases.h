@@ -232,7 +232,9 @@ inline std::vector<Case> bench_cases() {
 
 // Per-item cost sweep (GNA_BENCH_SWEEP=1): 1-D, 32768 tokens, 24 heads, window = stride = W,
 // so every item is one 128-token Q tile with W / 128 interior KV tiles and the item count
-// (6144) is fixed; time against tiles per item separates the per-tile and per-item costs.
+// (6144) is fixed. At equal clocks (Nsight Compute at a locked clock, or interleaved runs),
+// time against tiles per item separates per-tile and per-item costs for W >= 1024; below
+// that the items are memory-bound (128 KB of HBM traffic each, whatever W is).
 inline std::vector<Case> item_cost_cases() {
   std::vector<Case> out;
   for (int w : {256, 512, 1024, 2048, 4096, 8192}) {
