@@ -127,17 +127,29 @@ if [[ " ${STAGES[*]} " == *" tiles "* ]]; then
   done
 fi
 # Nsight Compute of the sm90 forward kernel (named only): one launch per self-test benchmark
-# case (NCU_CASES: ';'-separated case names of `sm90_fwd_selftest list`), clocks not locked.
-# The standalone self-test, not JAX: through JAX ncu listed no GNA kernel (even with XLA's
-# command buffers off).
+# case (NCU_CASES: ';'-separated case names of `sm90_fwd_selftest list`; with
+# GNA_BENCH_SWEEP=1 also the `sweep1d wN` cases). NCU_CLOCK: none (default, the clock the
+# kernel earns) or base (locked: cycles and times comparable across cases). NCU_SOURCE=1
+# adds per-instruction stall sampling and writes each report and its SASS page (CSV, xz) to
+# $OUT. The standalone self-test, not JAX: through JAX ncu listed no GNA kernel (even with
+# XLA's command buffers off).
 if [[ " ${STAGES[*]} " == *" ncu "* ]] && [ -x xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest ]; then
   IFS=';' read -ra ncu_cases <<< "${NCU_CASES:-seq32k k2048 s2048;dense self-attn 32768;hunyuan k18x24x24 s1}"
   for c in "${ncu_cases[@]}"; do
-    run_stage "ncu_${c%% *}" 300 ncu --clock-control none -k regex:gna --launch-skip 3 \
+    name="ncu_$(echo "$c" | tr -c 'A-Za-z0-9_\n' '_')"
+    ncu_extra=()
+    [ "${NCU_SOURCE:-0}" = 1 ] && ncu_extra=(--section SourceCounters --import-source yes \
+      -f -o "$OUT/$name")
+    run_stage "$name" 300 ncu --clock-control "${NCU_CLOCK:-none}" -k regex:gna --launch-skip 3 \
       --launch-count 1 --section SpeedOfLight --section ComputeWorkloadAnalysis \
       --section WarpStateStats --section SchedulerStats --section LaunchStats \
-      --section Occupancy --section MemoryWorkloadAnalysis \
+      --section Occupancy --section MemoryWorkloadAnalysis ${ncu_extra[@]+"${ncu_extra[@]}"} \
       xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest bench "$c"
+    if [ "${NCU_SOURCE:-0}" = 1 ]; then
+      ncu -i "$OUT/$name.ncu-rep" --page details > "$OUT/${name}_details.txt" 2>&1
+      ncu -i "$OUT/$name.ncu-rep" --page source --csv --print-source sass 2>&1 | xz -6 \
+        > "$OUT/${name}_sass.csv.xz"
+    fi
   done
 fi
 # Nsight Compute of a forward kernel through JAX (named only): `ncu80` profiles the sm80
