@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one GPU script: build, GPU tests, sanitizer, benchmark; a short table last.
 #
-#   bash scripts/gpu_check.sh [all|build|smoke|smoke128|suite|dispatch|sanitize|sanitize90|large|sm90self|sm90items|reference|bench|dit|cli|tiles|ncu|ncu80|ncu90jax|scaling]...
+#   bash scripts/gpu_check.sh [all|build|sm90build|smoke|smoke128|suite|dispatch|sanitize|sanitize90|large|sm90self|sm90items|reference|bench|dit|cli|tiles|ncu|ncu80|ncu90jax|scaling]...
 #
 # Runs on a CUDA machine without network access (the H200 of the device tool): wheels that
 # image lacks (nvidia-cutlass) come from .whl/; a CUDA library prebuilt elsewhere may come in
@@ -65,6 +65,20 @@ print("compiled kernels:", len(_extension.compiled_kernels()), "available:",
       jax_gna.available_backends())
 EOF
   [ $FAILED -eq 0 ] && echo "$stamp" > /tmp/gna_build_stamp
+fi
+
+# ---- sm90 self-test binary (standalone, no JAX) ------------------------------------------
+# `sm90build` (named only) compiles test/fwd_selftest.cc (the six sm90 kernels in one TU,
+# with line info for Nsight Compute's source view) into test/prebuilt/, which the sm90self,
+# sm90items, sanitize90 and ncu stages run; a binary built elsewhere may be carried there.
+if [[ " ${STAGES[*]} " == *" sm90build "* ]]; then
+  cutlass_inc=${CUTLASS_INCLUDE_DIR:-$(python3 -c "import importlib.util as u; \
+print(u.find_spec('cutlass_library').submodule_search_locations[0])" 2>/dev/null)/source/include}
+  mkdir -p xla_ffi/cuda/sm90/test/prebuilt
+  run_stage sm90build 400 nvcc -x cu -DNDEBUG -O3 -std=c++17 --expt-relaxed-constexpr \
+    --expt-extended-lambda -lineinfo -gencode=arch=compute_90a,code=sm_90a -I xla_ffi/include \
+    -I xla_ffi/cuda -I "$cutlass_inc" xla_ffi/cuda/sm90/test/fwd_selftest.cc \
+    -o xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest
 fi
 
 # ---- tests -------------------------------------------------------------------------------
