@@ -277,12 +277,14 @@ struct Mainloop {
     };
 
     // The row windows of item i's two rows of this thread, for the element mask; items
-    // without boundary tiles never read them (uniform branch).
+    // without boundary tiles never read them (uniform branch; only the flag is loaded).
     auto store_windows = [&](uint32_t i) {
-      const WorkItem wi = load_item(ss, i % kQStages);
-      if (q_tile_has_boundary(prob, wi.qd)) {
-        store_row_window(rows_col, kMmaThreads, 0, row_window(prob, wi.qd, row0));
-        store_row_window(rows_col, kMmaThreads, 1, row_window(prob, wi.qd, row0 + 8));
+      const WorkItem& wi = ss.item[i % kQStages];
+      asm volatile("" ::: "memory");  // after wait_q's barrier wait (load_item's fence)
+      if (wi.has_boundary) {
+        const WorkItem wq = load_item(ss, i % kQStages);
+        store_row_window(rows_col, kMmaThreads, 0, row_window(prob, wq.qd, row0));
+        store_row_window(rows_col, kMmaThreads, 1, row_window(prob, wq.qd, row0 + 8));
       }
     };
 
@@ -304,13 +306,17 @@ struct Mainloop {
       const int n_total = n_spatial + prob.num_extra_tiles;
       KVCursor cur = kv_cursor_begin(qd);
 
-      // Mask of tile j (uniform branch: interior tiles skip it); advances the cursor.
+      // Mask of tile j (uniform branches: interior tiles skip it, and items without a
+      // boundary tile skip the per-tile interior test too); advances the cursor, which only
+      // items with a boundary tile use.
       auto mask_tile = [&](int j) {
         if (j < n_spatial) {
-          if (!kv_interior(prob, qd, cur)) {
-            mask_spatial_tile(tSrS, prob, ss.mask_table, rows_col, kMmaThreads, quad, cur);
+          if (it.has_boundary) {
+            if (!kv_interior(prob, qd, cur)) {
+              mask_spatial_tile(tSrS, prob, ss.mask_table, rows_col, kMmaThreads, quad, cur);
+            }
+            kv_cursor_next(cur, qd);
           }
-          kv_cursor_next(cur, qd);
         } else {
           const int e0 = (j - n_spatial) * kBlockN;
           if (e0 + kBlockN > prob.num_extra) mask_extra_tile(tSrS, prob, quad, e0);
