@@ -108,8 +108,9 @@ struct OnlineSoftmax {
   // and the natural-log LSE (max * scale + ln(sum); -inf for an empty row).
   // The MUFU reciprocal and log2 (rcp.approx about 1 ulp, lg2.approx about 2^-22): IEEE
   // 1/x and logf are branchy ~40-instruction chains on every item's epilogue path, 12.6% of
-  // the consumers' stall samples outside the KV-tile loop (Nsight Compute, seq32k). sum >= 1 here for every visible
-  // row (the row max contributes exp2(0) = 1, or more under the lazy max), so no denormals.
+  // the consumers' stall samples outside the KV-tile loop (Nsight Compute, seq32k).
+  // sum >= 1 here for every visible row (the row max contributes exp2(0) = 1, or more under
+  // the lazy max), so there are no denormals.
   __device__ __forceinline__ void finish(float scale, float (&inv)[2], float (&lse)[2]) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
