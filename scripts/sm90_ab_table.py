@@ -23,8 +23,10 @@ def table(lines) -> str:
         if not m:
             continue
         binary, case, ms = m.group(1), m.group(2), float(m.group(3))
-        cases += [case] if case not in cases else []
-        binaries += [binary] if binary not in binaries else []
+        if case not in cases:
+            cases.append(case)
+        if binary not in binaries:
+            binaries.append(binary)
         times[(binary, case)].append(ms)
     if not binaries:
         return "no benchmark lines"
