@@ -42,6 +42,9 @@ class Case:
     seed: int = 0
     # Compute only these queries ((lo, hi) per dim; jax_gna.attention_in_boxes), or all.
     query_box: tuple[tuple[int, int], ...] | None = None
+    # Keys (and additional keys) of every 29th token scaled by this: row maxima then jump by
+    # many log2 units from one KV tile to the next (make_inputs).
+    key_spike: float = 1.0
 
     @property
     def heads_q(self):
@@ -52,7 +55,8 @@ class Case:
                 f"d{self.dilation} c{tuple(int(c) for c in self.causal)} b{self.batch} "
                 f"h{self.heads_q}/{self.heads_kv} D{self.head_dim}/{self.head_dim_v} "
                 f"E{self.n_extra} {self.dtype}"
-                + (f" box{self.query_box}" if self.query_box else ""))
+                + (f" box{self.query_box}" if self.query_box else "")
+                + (f" spike{self.key_spike:g}" if self.key_spike != 1.0 else ""))
 
 
 def _dim(draw, max_len):
@@ -118,6 +122,21 @@ EDGE_CASES = [
 ]
 
 
+# Logit jumps (key_spike): keys of every 29th token scaled up 16x (maxima move by tens of
+# log2 units between KV tiles) or 64x (by hundreds: past fp32's exp2 range from a stale
+# max). The online softmax's rescale paths, and the sm90 kernel's fallback when its
+# max-free fast step is rejected. bfloat16, head dim 64 for every backend (float32 would
+# hold the reference to 1e-5 on logits of ~500).
+LOGIT_JUMP_CASES = [
+    Case((640,), (640,), (1,), (1,), (False,), heads_kv=2, head_dim=64, head_dim_v=64,
+         dtype="bfloat16", seed=11),
+    Case((700,), (384,), (128,), (1,), (True,), groups=2, head_dim=64, head_dim_v=64,
+         n_extra=5, dtype="bfloat16", seed=12),
+    Case((24, 40), (17, 33), (1, 1), (1, 1), (False, False), head_dim=64, head_dim_v=64,
+         dtype="bfloat16", seed=13),
+]
+
+
 def make_inputs(case: Case):
     rng = np.random.default_rng(case.seed)
     b, hq, hkv = case.batch, case.heads_q, case.heads_kv
@@ -130,6 +149,10 @@ def make_inputs(case: Case):
     v = rnd(b, *case.spatial, hkv, case.head_dim_v)
     ek = rnd(b, case.n_extra, hkv, case.head_dim) if case.n_extra else None
     ev = rnd(b, case.n_extra, hkv, case.head_dim_v) if case.n_extra else None
+    if case.key_spike != 1.0:
+        k.reshape(b, -1, hkv, case.head_dim)[:, 5::29] *= case.key_spike
+        if ek is not None:
+            ek[:, 5::29] *= case.key_spike
     dout = rnd(b, *case.spatial, hq, case.head_dim_v)
     dlse = rnd(b, *case.spatial, hq)
     return q, k, v, ek, ev, dout, dlse

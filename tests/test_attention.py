@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cases import EDGE_CASES, check_case, random_cases
+from cases import EDGE_CASES, LOGIT_JUMP_CASES, check_case, random_cases
 
 REFERENCE_EXAMPLES = int(os.environ.get("JAX_GNA_TEST_EXAMPLES", 500))
 KERNEL_EXAMPLES = int(os.environ.get("JAX_GNA_TEST_EXAMPLES", 200))
@@ -37,6 +37,12 @@ def test_edge_cases_half(backend, dtype):
     for case in EDGE_CASES[:6]:
         check_case(dataclasses.replace(_for_backend(case, backend), dtype=dtype,
                                        seed=case.seed + 1), backend)
+
+
+@pytest.mark.parametrize("spike", [16.0, 64.0])
+@pytest.mark.parametrize("case", LOGIT_JUMP_CASES, ids=lambda c: c.short())
+def test_logit_jumps(backend, case, spike):
+    check_case(dataclasses.replace(case, key_spike=spike), backend)
 
 
 def test_random_configurations(backend):

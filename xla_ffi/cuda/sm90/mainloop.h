@@ -16,9 +16,12 @@
 // other warpgroup, wait for S(j) only, mask (boundary tiles) and run the online softmax
 // while PV(j-1) still runs, then wait for PV, rescale O and convert P(j) to 16 bits. The two
 // warpgroups alternate through named barriers, so one's softmax overlaps the other's GEMMs.
-// Items overlap too: the step that issues an item's last PV also issues the next item's
-// S0, and the item's epilogue (O staged in the item's Q buffer and stored by the TMA) runs
-// while that S0 is on the tensor cores.
+// The softmax of tiles j >= 1 skips the tile's row max (softmax.h fast_step: exponentials
+// against the running max, accepted while they stay <= 2^14); a rejected step recomputes
+// the warp's S rows with mma.sync (recompute.h) and takes the full step, so K(j) is released
+// after the softmax. Items overlap too: the turn that issues the next item's S0 also issues
+// this item's last PV (S0 first, so S0's softmax overlaps the PV as in the loop), and this
+// item's epilogue (O staged in its Q buffer and stored by the TMA) follows that softmax.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -31,8 +34,10 @@
 #include "kernel_traits.h"
 #include "mask.h"
 #include "scheduler.h"
+#include "recompute.h"
 #include "softmax.h"
 #include "tile_map.h"
+#include "trace.h"
 
 namespace jax_gna {
 namespace sm90 {
@@ -260,15 +265,34 @@ struct Mainloop {
     const uint32_t bar_mine = wg == 0 ? kBarSchedWG0 : kBarSchedWG1;
     const uint32_t bar_other = wg == 0 ? kBarSchedWG1 : kBarSchedWG0;
     constexpr uint32_t kSchedThreads = Traits::kNumMmaThreads;
+    GNA_TRACE_INIT(wg, tid);  // trace.h: a profiling build of the self-test only
     // Warpgroup 0 issues first.
     if (wg == 1) NamedBarrier::arrive(kSchedThreads, kBarSchedWG0);
 
+    bool fast_ok = false;  // every row of the warp has seen a key: fast_step applies
+    const int warp_row0 = wg * 64 + (tid / 32) * 16;
+    // Softmax of KV tile j >= 1 of item i (S(j) landed, K(j) still held): the fast step, or
+    // (rows without a key yet, or a rejected fast step) the full one; `mask_tile(j, false)`
+    // masks without advancing the KV cursor. Returns whether O must be rescaled.
+    auto softmax_tile = [&](auto&& mask_tile, int j, uint32_t i, float(&rescale)[2]) {
+      mask_tile(j, false);
+      if (fast_ok) {
+        if (softmax.fast_step(tSrS)) return false;
+        Tensor sQ = make_tensor(make_smem_ptr(ss.q + (i % kQStages) * Traits::kQElems),
+                                typename Traits::SmemLayoutQ{});
+        recompute_s_warp<Element>(sQ, sK(_, _, st_k.index()), warp_row0, lane, tSrS);
+        mask_tile(j, false);
+      }
+      const bool moved = softmax.step(tSrS, rescale);
+      fast_ok = softmax.all_seen();
+      return moved;
+    };
     // Waits for item `i`'s Q tile; returns its work index (-1: no more work), warp-uniform.
     auto wait_q = [&](uint32_t i) {
       Barrier::wait(&ss.q_full[i % kQStages], (i / kQStages) & 1);
       return __shfl_sync(0xffffffffu, load_item(ss, i % kQStages).w, 0);
     };
-    // Every step below issues its GEMMs between sync(own barrier) and arrive(other's): the
+    // Every turn below issues its GEMMs between sync(own barrier) and arrive(other's): the
     // two warpgroups take turns on the tensor cores and each one's softmax and epilogue run
     // during the other's GEMMs.
     auto issue_s = [&](uint32_t i) {
@@ -288,112 +312,159 @@ struct Mainloop {
       }
     };
 
-    // ---- The first item's S0 = Q K0^T (later items get theirs from the step before).
-    if (wait_q(item) < 0) return;
+    // ---- The first item's S0 = Q K0^T (later items get theirs from the boundary turn).
+    if (wait_q(item) < 0) {
+      GNA_TRACE_DONE(wg);
+      return;
+    }
     store_windows(item);
     pipe_k.consumer_wait(st_k);
     NamedBarrier::sync(kSchedThreads, bar_mine);
     issue_s(item);
     NamedBarrier::arrive(kSchedThreads, bar_other);
 
+    float rescale[2];
+    // Two Q buffers: the previous item's O is staged in its Q buffer, which goes back to the
+    // Q producer after tile 1's softmax (the TMA store has read it by then; releasing it
+    // right after the epilogue would make thread 0 wait for the store on the critical path).
+    bool release_pending = false;
+    // One Q buffer (D = 256): the finished item, kept in registers (its shared memory slot
+    // is refilled once its last QK^T is done).
+    WorkItem done_item;
+    // The epilogue of item `i`: O complete in tOrO, `sm` its softmax state.
+    auto epilogue = [&](OnlineSoftmax& sm, uint32_t i, const WorkItem& w_reg) {
+      const int buf = i % kQStages;
+      float inv[2], lse[2];
+      sm.finish(p.scale, inv, lse);
+      rescale_rows(tOrO, inv);
+      const uint32_t bar = wg == 0 ? kBarEpilogueWG0 : kBarEpilogueWG1;
+      if constexpr (kQStages == 2) {
+        const WorkItem w = load_item(ss, buf);  // its slot is kept until the release
+        Element* stage = ss.q + buf * Traits::kQElems + wg * (64 * kPanel);
+        store_output_tma<Element, kBlockM>(p, w.wc, w.qd, wg, tid, tOrO, lse, stage, bar);
+      } else {
+        store_output<Element>(p, w_reg.wc, w_reg.qd, wg, tid, tOrO, lse,
+                              ss.o_stage + wg * kStageElems, bar);
+      }
+    };
+
     while (true) {
-      // Here: item `item`'s Q landed, its row windows are stored, its S0 is issued.
       const int qbuf = item % kQStages;
       const WorkItem it = load_item(ss, qbuf);  // decoded by the producer
-      const WorkCoord& wc = it.wc;
       const QTileDim(&qd)[3] = it.qd;
       const int n_spatial = num_spatial_kv_tiles(qd);
       const int n_total = n_spatial + prob.num_extra_tiles;
       KVCursor cur = kv_cursor_begin(qd);
 
-      // Mask of tile j (uniform branches: interior tiles skip it, and items without a
-      // boundary tile skip the per-tile interior test too); advances the cursor, which only
-      // items with a boundary tile use.
-      auto mask_tile = [&](int j) {
+      auto mask_tile = [&](int j, bool advance = true) {
         if (j < n_spatial) {
           if (it.has_boundary) {
             if (!kv_interior(prob, qd, cur)) {
               mask_spatial_tile(tSrS, prob, ss.mask_table, rows_col, kMmaThreads, quad, cur);
             }
-            kv_cursor_next(cur, qd);
+            if (advance) kv_cursor_next(cur, qd);
           }
         } else {
           const int e0 = (j - n_spatial) * kBlockN;
           if (e0 + kBlockN > prob.num_extra) mask_extra_tile(tSrS, prob, quad, e0);
         }
       };
-      // With one Q buffer it is released at its last QK^T (the next Q loads during the
-      // item's tail); with two, after the epilogue, which stages O in it.
       auto q_done_after_s = [&](int j) {
         if constexpr (kQStages == 1) {
           if (j == n_total - 1) Barrier::arrive(&ss.q_empty[0]);
         }
       };
 
-      softmax.reset();
-      float rescale[2];
-
-      // ---- KV tile 0: S0 done, softmax.
-      warpgroup_wait<0>();
-      warpgroup_fence_operand(tSrS);
-      pipe_k.consumer_release(st_k);
-      ++st_k;
-      q_done_after_s(0);
-      mask_tile(0);
-      softmax.step(tSrS, rescale);  // O is cleared below: nothing to rescale
-      convert_p(tSrS, tOrP);
-      // O is not cleared: the item's first PV overwrites it (GMMA scale-d = 0), 32-64 fewer
-      // instructions per item on the warpgroup's once-per-item path.
-      mma_pv.accumulate_ = cute::GMMA::ScaleOut::Zero;
-      if constexpr (kQStages == 2) {
-        // The previous item's O, staged in its Q buffer, has had this item's first softmax
-        // to leave through the TMA; then that buffer can take the Q tile after this one.
-        if (item > 0) release_staged_output(&ss.q_empty[(item - 1) % kQStages], tid);
+      // ---- KV tile 0 (the full softmax step: its rows have no running max yet).
+      if (item == 0) {
+        // The CTA's first item: S0 alone on the tensor cores.
+        softmax.reset();
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(tSrS);
+        GNA_TRACE(kTrTile0S, item, 0);
+        pipe_k.consumer_release(st_k);
+        ++st_k;
+        q_done_after_s(0);
+        mask_tile(0);
+        softmax.step(tSrS, rescale);
+        GNA_TRACE(kTrTile0Softmax, item, 0);
+        fast_ok = softmax.all_seen();
+        convert_p(tSrS, tOrP);
+      } else {
+        // The boundary turn put this item's S0 and then the previous item's last PV on the
+        // tensor cores: S0's softmax overlaps that PV (as in the loop), then the previous
+        // item's epilogue. (The earlier order, PV first and the epilogue before S0's
+        // softmax, is 2% slower on seq32k with the fast softmax, 1-2.6% faster without it:
+        // docs/BENCHMARKS.md, eighteenth session.)
+        OnlineSoftmax prev = softmax;
+        softmax.reset();
+        warpgroup_wait<1>();  // S0 is done
+        warpgroup_fence_operand(tSrS);
+        GNA_TRACE(kTrTile0S, item, 0);
+        pipe_k.consumer_release(st_k);
+        ++st_k;
+        q_done_after_s(0);
+        mask_tile(0);
+        softmax.step(tSrS, rescale);
+        GNA_TRACE(kTrTile0Softmax, item, 0);
+        fast_ok = softmax.all_seen();
+        warpgroup_wait<0>();  // the previous item's last PV is done
+        warpgroup_fence_operand(tOrO);
+        GNA_TRACE(kTrTile0PV, item, 0);
+        pipe_v.consumer_release(st_v);
+        ++st_v;
+        epilogue(prev, item - 1, done_item);
+        GNA_TRACE(kTrEpilogueEnd, item, 0);
+        convert_p(tSrS, tOrP);
+        if constexpr (kQStages == 2) release_pending = true;
       }
+      mma_pv.accumulate_ = cute::GMMA::ScaleOut::Zero;  // the first PV overwrites O
+      GNA_TRACE(kTrTile0End, item, 0);
 
       // ---- KV tiles 1 .. n-1: S(j) and PV(j-1) overlapped with the softmax of S(j).
       for (int j = 1; j < n_total; ++j) {
+        GNA_TRACE(kTrLoopTop, item, j);
         pipe_k.consumer_wait(st_k);
         pipe_v.consumer_wait(st_v);
         NamedBarrier::sync(kSchedThreads, bar_mine);
+        GNA_TRACE(kTrLoopSync, item, j);
         issue_s(item);
         gemm_issue<false>(mma_pv, tOrP, tOrV(_, _, _, st_v.index()), tOrO);
         NamedBarrier::arrive(kSchedThreads, bar_other);
         warpgroup_wait<1>();  // S(j) is done (GMMA batches complete in order)
         warpgroup_fence_operand(tSrS);
-        pipe_k.consumer_release(st_k);
+        GNA_TRACE(kTrLoopS, item, j);
+        const bool moved = softmax_tile(mask_tile, j, item, rescale);
+        if (j < n_spatial && it.has_boundary) kv_cursor_next(cur, qd);
+        pipe_k.consumer_release(st_k);  // after the softmax: its slow path rereads K(j)
         ++st_k;
         q_done_after_s(j);
-        mask_tile(j);
-        const bool moved = softmax.step(tSrS, rescale);
+        GNA_TRACE(kTrLoopSoftmax, item, j);
+        if constexpr (kQStages == 2) {
+          if (j == 1 && release_pending) {
+            release_staged_output(&ss.q_empty[(item - 1) % kQStages], tid);
+            release_pending = false;
+          }
+        }
         warpgroup_wait<0>();  // PV(j-1) is done: V stage and P registers are free
         warpgroup_fence_operand(tOrO);
+        GNA_TRACE(kTrLoopPV, item, j);
         pipe_v.consumer_release(st_v);
         ++st_v;
         if (moved) rescale_rows(tOrO, rescale);  // warp-uniform; rarely after a few tiles
         convert_p(tSrS, tOrP);
+        GNA_TRACE(kTrLoopEnd, item, j);
+      }
+      if constexpr (kQStages == 2) {
+        if (release_pending) {  // items of one KV tile
+          release_staged_output(&ss.q_empty[(item - 1) % kQStages], tid);
+          release_pending = false;
+        }
       }
 
-      // ---- Epilogue: normalise, write O and LSE (O complete, V stage released).
-      auto epilogue = [&] {
-        float inv[2], lse[2];
-        softmax.finish(p.scale, inv, lse);
-        rescale_rows(tOrO, inv);
-        const uint32_t bar = wg == 0 ? kBarEpilogueWG0 : kBarEpilogueWG1;
-        if constexpr (kQStages == 2) {
-          // Staged in the warpgroup's own rows of the item's Q buffer (released later).
-          Element* stage = ss.q + qbuf * Traits::kQElems + wg * (64 * kPanel);
-          store_output_tma<Element, kBlockM>(p, wc, qd, wg, tid, tOrO, lse, stage, bar);
-        } else {
-          store_output<Element>(p, wc, qd, wg, tid, tOrO, lse, ss.o_stage + wg * kStageElems,
-                                bar);
-        }
-      };
-
-      // ---- Item boundary: the last PV of this item, then S0 of the next one, in one turn;
-      // this item's epilogue runs while S0 of the next is on the tensor cores. Two straight
-      // paths (no conditional GMMA issue), so that ptxas can follow which accumulators are
-      // in flight.
+      // ---- Item boundary: S0 of the next item, then this item's last PV, in one turn; the
+      // next iteration of this loop finishes both (its tile 0 and this item's epilogue).
+      GNA_TRACE(kTrBoundaryTop, item, n_total);
       pipe_v.consumer_wait(st_v);
       const bool next = wait_q(item + 1) >= 0;
       if (!next) {
@@ -404,22 +475,18 @@ struct Mainloop {
         warpgroup_fence_operand(tOrO);
         pipe_v.consumer_release(st_v);
         ++st_v;
-        epilogue();
-        // The Q producer has ended: nothing waits for the buffer, but the TMA must have read
-        // it before the CTA exits.
+        epilogue(softmax, item, it);
         if constexpr (kQStages == 2) release_staged_output(&ss.q_empty[qbuf], tid);
+        GNA_TRACE_DONE(wg);
         break;
       }
       pipe_k.consumer_wait(st_k);
       NamedBarrier::sync(kSchedThreads, bar_mine);
-      gemm_issue<false>(mma_pv, tOrP, tOrV(_, _, _, st_v.index()), tOrO);
+      GNA_TRACE(kTrBoundarySync, item, n_total);
       issue_s(item + 1);
+      gemm_issue<false>(mma_pv, tOrP, tOrV(_, _, _, st_v.index()), tOrO);
       NamedBarrier::arrive(kSchedThreads, bar_other);
-      warpgroup_wait<1>();  // the PV (issued first) is done
-      warpgroup_fence_operand(tOrO);
-      pipe_v.consumer_release(st_v);
-      ++st_v;
-      epilogue();
+      if constexpr (kQStages == 1) done_item = it;
       ++item;
       store_windows(item);
     }

@@ -13,7 +13,11 @@
 //       Environment: GNA_SELFTEST_SEED (default 1) and GNA_SELFTEST_RANDOM (default 12): the
 //       seed and number of random correctness cases (test/selftest_cases.h);
 //       GNA_BENCH_ITERS (default 10): timed launches per benchmark case; GNA_BENCH_SWEEP=1
-//       adds the per-item cost sweep (selftest_cases.h: item_cost_cases).
+//       adds the per-item cost sweep (selftest_cases.h: item_cost_cases);
+//       GNA_SELFTEST_SPIKE=f scales the keys of every 29th token by f (row maxima jump
+//       between KV tiles: the softmax's rescale and fast-step fallback paths).
+//       Built with -DJAX_GNA_SM90_TRACE (../trace.h), `bench` also writes each case's
+//       consumer cycle trace to $GNA_TRACE_OUT/<case>.trace (scripts/sm90_trace.py).
 // Exit status 0 iff every case passes: GNA_SPEC.md tolerances for half-precision operands
 // (relative error of O < 1e-2, max |LSE error| < 1e-3), no NaN/Inf anywhere (the outputs are
 // pre-filled with NaN, so unwritten rows fail too); every benchmark runs without error.
@@ -36,6 +40,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cctype>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -92,6 +97,16 @@ __global__ void fill_kernel(T* x, int64_t n, uint32_t seed, float amp) {
     h ^= h >> 16; h *= 0x7feb352du; h ^= h >> 15; h *= 0x846ca68bu; h ^= h >> 16;
     const float u = (h >> 8) * (1.0f / 16777216.0f) * 2.f - 1.f;
     x[i] = T(u * amp);
+  }
+}
+
+// GNA_SELFTEST_SPIKE=f: keys of every 29th token scaled by f, so that running row maxima
+// jump by many log2 units between KV tiles (the softmax's rescale and slow paths).
+template <class T>
+__global__ void spike_kernel(T* x, int64_t n, int64_t token_elems, float f) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    if ((i / token_elems) % 29 == 5) x[i] = T(float(x[i]) * f);
   }
 }
 
@@ -164,6 +179,17 @@ static Buffers alloc(const Case& c) {
   if (c.E > 0) {
     fill_any(b.ek, b.nex, 4, 2.5f);
     fill_any(b.ev, b.nex, 5, 1.f);
+  }
+  if (const char* sp = std::getenv("GNA_SELFTEST_SPIKE")) {
+    const float f = static_cast<float>(std::atof(sp));
+    const int64_t te = int64_t(c.Hkv) * c.D;
+    auto spike_any = [&](void* p, int64_t n) {
+      if (c.fp16) spike_kernel<<<1024, 256>>>(static_cast<cutlass::half_t*>(p), n, te, f);
+      else spike_kernel<<<1024, 256>>>(static_cast<cutlass::bfloat16_t*>(p), n, te, f);
+      CUDA_OK(cudaGetLastError());
+    };
+    spike_any(b.k, b.nkv);
+    if (c.E > 0) spike_any(b.ek, b.nex);
   }
   CUDA_OK(cudaMemset(b.o, 0xff, b.nq * 2));  // NaN pattern: unwritten outputs fail
   CUDA_OK(cudaMemset(b.lse, 0xff, c.B * b.ntok * c.Hq * sizeof(float)));
@@ -353,6 +379,26 @@ static bool bench_case(const Case& c) {
   float ms = 0;
   CUDA_OK(cudaEventElapsedTime(&ms, e0, e1));
   ms /= iters;
+#ifdef JAX_GNA_SM90_TRACE
+  // The last launch's consumer cycle trace (trace.h), one file per case.
+  if (const char* dir = std::getenv("GNA_TRACE_OUT")) {
+    static unsigned long long ev[kTraceCtas][2][kTraceEvents];
+    static unsigned int cnt[kTraceCtas][2];
+    CUDA_OK(cudaMemcpyFromSymbol(ev, g_trace, sizeof(ev)));
+    CUDA_OK(cudaMemcpyFromSymbol(cnt, g_trace_count, sizeof(cnt)));
+    std::string name = c.name;
+    for (char& ch : name)
+      if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+    const std::string path = std::string(dir) + "/" + name + ".trace";
+    if (FILE* f = std::fopen(path.c_str(), "wb")) {
+      const int hdr[2] = {kTraceCtas, kTraceEvents};
+      std::fwrite(hdr, sizeof(hdr), 1, f);
+      std::fwrite(cnt, sizeof(cnt), 1, f);
+      std::fwrite(ev, sizeof(ev), 1, f);
+      std::fclose(f);
+    }
+  }
+#endif
   std::printf("[%-34s] %8.3f ms  effective %6.1f TF/s  per-tile %6.1f TF/s  (%.0f tiles, "
               "%.1f%% of tile FLOPs useful, %.1f%% boundary tiles)\n",
               c.name.c_str(), ms, eff_flops / ms * 1e-9, tile_flops / ms * 1e-9, tiles,
