@@ -349,6 +349,8 @@ struct Mainloop {
     };
 
     while (true) {
+      // Here: item `item`'s Q landed, its row windows are stored, its S0 is issued (with the
+      // previous item's last PV after it, except for the CTA's first item).
       const int qbuf = item % kQStages;
       const WorkItem it = load_item(ss, qbuf);  // decoded by the producer
       const QTileDim(&qd)[3] = it.qd;
@@ -356,6 +358,10 @@ struct Mainloop {
       const int n_total = n_spatial + prob.num_extra_tiles;
       KVCursor cur = kv_cursor_begin(qd);
 
+      // Mask of tile j (uniform branches: interior tiles skip it, and items without a
+      // boundary tile skip the per-tile interior test too); advances the cursor, which only
+      // items with a boundary tile use, unless `advance` is false (the fast softmax's
+      // fallback masks the recomputed S again).
       auto mask_tile = [&](int j, bool advance = true) {
         if (j < n_spatial) {
           if (it.has_boundary) {
@@ -369,6 +375,8 @@ struct Mainloop {
           if (e0 + kBlockN > prob.num_extra) mask_extra_tile(tSrS, prob, quad, e0);
         }
       };
+      // With one Q buffer it is released at its last QK^T (the next Q loads during the
+      // item's tail); with two, after the epilogue, which stages O in it.
       auto q_done_after_s = [&](int j) {
         if constexpr (kQStages == 1) {
           if (j == n_total - 1) Barrier::arrive(&ss.q_empty[0]);
@@ -463,7 +471,9 @@ struct Mainloop {
       }
 
       // ---- Item boundary: S0 of the next item, then this item's last PV, in one turn; the
-      // next iteration of this loop finishes both (its tile 0 and this item's epilogue).
+      // next iteration of this loop finishes both (its tile 0 and this item's epilogue). Two
+      // straight paths (no conditional GMMA issue), so that ptxas can follow which
+      // accumulators are in flight.
       GNA_TRACE(kTrBoundaryTop, item, n_total);
       pipe_v.consumer_wait(st_v);
       const bool next = wait_q(item + 1) >= 0;
@@ -476,6 +486,8 @@ struct Mainloop {
         pipe_v.consumer_release(st_v);
         ++st_v;
         epilogue(softmax, item, it);
+        // The Q producer has ended: nothing waits for the buffer, but the TMA must have read
+        // it before the CTA exits.
         if constexpr (kQStages == 2) release_staged_output(&ss.q_empty[qbuf], tid);
         GNA_TRACE_DONE(wg);
         break;
