@@ -92,6 +92,17 @@ struct OnlineSoftmax {
     for (int h = 0; h < 2; ++h) {
       neg_ms[h] = row_max[h] == -INFINITY ? 0.f : -row_max[h] * scale_log2;
     }
+    exponentiate<true>(s, neg_ms, row_sum);
+    return moved;
+  }
+
+  // Scores -> exp2(score * scale_log2 + neg_ms[row half]) in place; the thread's sum per row
+  // half, over kChains independent accumulators (see step()), added to `sum` (kAdd) or
+  // stored in it.
+  template <bool kAdd, class Frag>
+  __device__ __forceinline__ void exponentiate(Frag& s, const float (&neg_ms)[2],
+                                               float (&sum)[2]) const {
+    constexpr int kSize = decltype(cute::size(s))::value;
     float sc[2][kChains] = {};
 #pragma unroll
     for (int i = 0; i < kSize; ++i) {
@@ -102,9 +113,9 @@ struct OnlineSoftmax {
     }
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      row_sum[h] += (sc[h][0] + sc[h][1]) + (sc[h][2] + sc[h][3]);
+      const float t = (sc[h][0] + sc[h][1]) + (sc[h][2] + sc[h][3]);
+      sum[h] = kAdd ? sum[h] + t : t;
     }
-    return moved;
   }
 
   // Tiles after every row of the warp has seen a key (all_seen): the exponentials against
@@ -121,21 +132,11 @@ struct OnlineSoftmax {
 
   template <class Frag>
   __device__ __forceinline__ bool fast_step(Frag& s) {
-    constexpr int kSize = decltype(cute::size(s))::value;
     float neg_ms[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) neg_ms[h] = -row_max[h] * scale_log2;
-    float sc[2][kChains] = {};
-#pragma unroll
-    for (int i = 0; i < kSize; ++i) {
-      const int h = (i >> 1) & 1;
-      const float p = fast_exp2(fmaf(s(i), scale_log2, neg_ms[h]));
-      s(i) = p;
-      sc[h][(i & 1) + 2 * ((i >> 2) & 1)] += p;
-    }
     float part[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) part[h] = (sc[h][0] + sc[h][1]) + (sc[h][2] + sc[h][3]);
+    exponentiate<false>(s, neg_ms, part);
     // NaN-safe: inf (a score 128 log2 units up) compares false too.
     const bool ok = part[0] <= kFastLimit && part[1] <= kFastLimit;
     if (!__all_sync(0xffffffffu, ok)) return false;
