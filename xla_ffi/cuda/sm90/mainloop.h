@@ -16,12 +16,13 @@
 // other warpgroup, wait for S(j) only, mask (boundary tiles) and run the online softmax
 // while PV(j-1) still runs, then wait for PV, rescale O and convert P(j) to 16 bits. The two
 // warpgroups alternate through named barriers, so one's softmax overlaps the other's GEMMs.
-// The softmax of tiles j >= 1 skips the tile's row max (softmax.h fast_step: exponentials
-// against the running max, accepted while they stay <= 2^14); a rejected step recomputes
-// the warp's S rows with mma.sync (recompute.h) and takes the full step, so K(j) is released
-// after the softmax. Items overlap too: the turn that issues the next item's S0 also issues
-// this item's last PV (S0 first, so S0's softmax overlaps the PV as in the loop), and this
-// item's epilogue (O staged in its Q buffer and stored by the TMA) follows that softmax.
+// With Traits::kFastSoftmax (D = 128) the softmax of tiles j >= 1 skips the tile's row max
+// (softmax.h fast_step: exponentials against the running max, accepted while they stay
+// <= 2^14); a rejected step recomputes the warp's S rows with mma.sync (recompute.h) and
+// takes the full step, so K(j) is released after the softmax. Items overlap too: the turn
+// that issues the next item's S0 also issues this item's last PV (S0 first, so S0's
+// softmax overlaps the PV as in the loop), and this item's epilogue (O staged in its Q
+// buffer and stored by the TMA) follows that softmax.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -269,23 +270,29 @@ struct Mainloop {
     // Warpgroup 0 issues first.
     if (wg == 1) NamedBarrier::arrive(kSchedThreads, kBarSchedWG0);
 
+    constexpr bool kFast = Traits::kFastSoftmax;
     bool fast_ok = false;  // every row of the warp has seen a key: fast_step applies
     const int warp_row0 = wg * 64 + (tid / 32) * 16;
-    // Softmax of KV tile j >= 1 of item i (S(j) landed, K(j) still held): the fast step, or
-    // (rows without a key yet, or a rejected fast step) the full one; `mask_tile(j, false)`
-    // masks without advancing the KV cursor. Returns whether O must be rescaled.
+    // Softmax of KV tile j >= 1 of item i (S(j) landed; with kFast, K(j) still held): the
+    // fast step, or (rows without a key yet, a rejected fast step, or not kFast) the full
+    // one; `mask_tile(j, false)` masks without advancing the KV cursor. Returns whether O
+    // must be rescaled.
     auto softmax_tile = [&](auto&& mask_tile, int j, uint32_t i, float(&rescale)[2]) {
       mask_tile(j, false);
-      if (fast_ok) {
-        if (softmax.fast_step(tSrS)) return false;
-        Tensor sQ = make_tensor(make_smem_ptr(ss.q + (i % kQStages) * Traits::kQElems),
-                                typename Traits::SmemLayoutQ{});
-        recompute_s_warp<Element>(sQ, sK(_, _, st_k.index()), warp_row0, lane, tSrS);
-        mask_tile(j, false);
+      if constexpr (kFast) {
+        if (fast_ok) {
+          if (softmax.fast_step(tSrS)) return false;
+          Tensor sQ = make_tensor(make_smem_ptr(ss.q + (i % kQStages) * Traits::kQElems),
+                                  typename Traits::SmemLayoutQ{});
+          recompute_s_warp<Element>(sQ, sK(_, _, st_k.index()), warp_row0, lane, tSrS);
+          mask_tile(j, false);
+        }
+        const bool moved = softmax.step(tSrS, rescale);
+        fast_ok = softmax.all_seen();
+        return moved;
+      } else {
+        return softmax.step(tSrS, rescale);
       }
-      const bool moved = softmax.step(tSrS, rescale);
-      fast_ok = softmax.all_seen();
-      return moved;
     };
     // Waits for item `i`'s Q tile; returns its work index (-1: no more work), warp-uniform.
     auto wait_q = [&](uint32_t i) {
@@ -384,38 +391,35 @@ struct Mainloop {
       };
 
       // ---- KV tile 0 (the full softmax step: its rows have no running max yet).
+      auto tile0_softmax = [&] {  // S0 landed
+        GNA_TRACE(kTrTile0S, item, 0);
+        pipe_k.consumer_release(st_k);
+        ++st_k;
+        q_done_after_s(0);
+        mask_tile(0);
+        softmax.step(tSrS, rescale);
+        GNA_TRACE(kTrTile0Softmax, item, 0);
+        if constexpr (kFast) fast_ok = softmax.all_seen();
+      };
       if (item == 0) {
         // The CTA's first item: S0 alone on the tensor cores.
         softmax.reset();
         warpgroup_wait<0>();
         warpgroup_fence_operand(tSrS);
-        GNA_TRACE(kTrTile0S, item, 0);
-        pipe_k.consumer_release(st_k);
-        ++st_k;
-        q_done_after_s(0);
-        mask_tile(0);
-        softmax.step(tSrS, rescale);
-        GNA_TRACE(kTrTile0Softmax, item, 0);
-        fast_ok = softmax.all_seen();
+        tile0_softmax();
         convert_p(tSrS, tOrP);
       } else {
         // The boundary turn put this item's S0 and then the previous item's last PV on the
         // tensor cores: S0's softmax overlaps that PV (as in the loop), then the previous
-        // item's epilogue. (The earlier order, PV first and the epilogue before S0's
-        // softmax, is 2% slower on seq32k with the fast softmax, 1-2.6% faster without it:
+        // item's epilogue. (D = 128, the earlier order, PV first and the epilogue before
+        // S0's softmax: 2% slower on seq32k with the fast softmax, 1-2.6% faster without
+        // it; D = 64 and 256 (no fast softmax) gain 2% and lose under 1% with this order:
         // docs/BENCHMARKS.md, eighteenth session.)
         OnlineSoftmax prev = softmax;
         softmax.reset();
         warpgroup_wait<1>();  // S0 is done
         warpgroup_fence_operand(tSrS);
-        GNA_TRACE(kTrTile0S, item, 0);
-        pipe_k.consumer_release(st_k);
-        ++st_k;
-        q_done_after_s(0);
-        mask_tile(0);
-        softmax.step(tSrS, rescale);
-        GNA_TRACE(kTrTile0Softmax, item, 0);
-        fast_ok = softmax.all_seen();
+        tile0_softmax();
         warpgroup_wait<0>();  // the previous item's last PV is done
         warpgroup_fence_operand(tOrO);
         GNA_TRACE(kTrTile0PV, item, 0);
@@ -442,11 +446,17 @@ struct Mainloop {
         warpgroup_wait<1>();  // S(j) is done (GMMA batches complete in order)
         warpgroup_fence_operand(tSrS);
         GNA_TRACE(kTrLoopS, item, j);
+        // K(j) (and with one Q buffer, Q after its last tile) goes back after the softmax
+        // with kFast (its fallback rereads them), else at once.
+        auto release_k = [&] {
+          pipe_k.consumer_release(st_k);
+          ++st_k;
+          q_done_after_s(j);
+        };
+        if constexpr (!kFast) release_k();
         const bool moved = softmax_tile(mask_tile, j, item, rescale);
         if (j < n_spatial && it.has_boundary) kv_cursor_next(cur, qd);
-        pipe_k.consumer_release(st_k);  // after the softmax: its slow path rereads K(j)
-        ++st_k;
-        q_done_after_s(j);
+        if constexpr (kFast) release_k();
         GNA_TRACE(kTrLoopSoftmax, item, j);
         if constexpr (kQStages == 2) {
           if (j == 1 && release_pending) {
