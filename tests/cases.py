@@ -125,8 +125,9 @@ EDGE_CASES = [
 # Logit jumps (key_spike): keys of every 29th token scaled up 16x (maxima move by tens of
 # log2 units between KV tiles) or 64x (by hundreds: past fp32's exp2 range from a stale
 # max). The online softmax's rescale paths, and the sm90 kernel's fallback when its
-# max-free fast step is rejected. bfloat16, head dim 64 for every backend (float32 would
-# hold the reference to 1e-5 on logits of ~500).
+# max-free fast step is rejected (that step serves head dim 128 only: test_logit_jumps runs
+# these at 64 and 128). bfloat16 for every backend (float32 would hold the reference to
+# 1e-5 on logits of ~500).
 LOGIT_JUMP_CASES = [
     Case((640,), (640,), (1,), (1,), (False,), heads_kv=2, head_dim=64, head_dim_v=64,
          dtype="bfloat16", seed=11),

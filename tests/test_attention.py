@@ -39,10 +39,12 @@ def test_edge_cases_half(backend, dtype):
                                        seed=case.seed + 1), backend)
 
 
+@pytest.mark.parametrize("head_dim", [64, 128])
 @pytest.mark.parametrize("spike", [16.0, 64.0])
 @pytest.mark.parametrize("case", LOGIT_JUMP_CASES, ids=lambda c: c.short())
-def test_logit_jumps(backend, case, spike):
-    check_case(dataclasses.replace(case, key_spike=spike), backend)
+def test_logit_jumps(backend, case, spike, head_dim):
+    check_case(dataclasses.replace(case, key_spike=spike, head_dim=head_dim,
+                                   head_dim_v=head_dim), backend)
 
 
 def test_random_configurations(backend):
