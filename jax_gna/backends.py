@@ -135,11 +135,13 @@ KERNELS: tuple[KernelFamily, ...] = (
     KernelFamily("sm90", 90, 90, frozenset({"bf16", "fp16"}),
                  {FORWARD: frozenset({64, 128, 256})}, extra_rule=_sm90_rule,
                  box_extent_limit=256, boundary_tile_cost=0.15,
-                 verified_on="H200 (sm90a), jax 0.11.2, 2026-12-04: scripts/gpu_check.sh"),
+                 verified_on="H100 (sm90a), jax 0.11.2, 2026-12-07: scripts/gpu_check.sh suite "
+                             "(this kernel); H200, 2026-12-04 (an earlier kernel)"),
     KernelFamily("sm80", 80, None, frozenset({"bf16", "fp16"}),
                  {FORWARD: frozenset({32, 64, 128, 256}), BACKWARD: frozenset({32, 64, 128})},
                  boundary_tile_cost=0.25,
-                 verified_on="H200 (sm90) only, jax 0.11.2, 2026-12-04: scripts/gpu_check.sh; "
+                 verified_on="Hopper only: H200, jax 0.11.2, 2026-12-04: scripts/gpu_check.sh; "
+                             "H100, 2026-12-07: scripts/gpu_check.sh suite; "
                              "no sm80/sm86/sm89/sm100 device was available"),
 )
 KERNEL_NAMES = tuple(k.name for k in KERNELS)
