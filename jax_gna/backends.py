@@ -9,8 +9,9 @@ Selection rule (per direction, forward and backward chosen separately):
 
 1. ``backend="reference"``: the jnp reference (``jax_gna.reference.tiled``), everywhere.
 2. ``backend="<kernel>"`` (e.g. ``"sm80"``): that kernel, or a ``ValueError`` saying why it
-   cannot serve the case. If it has no backward for the case, the backward uses the best
-   other kernel, else the reference (logged).
+   cannot serve the case's forward. If it has no backward for the case (e.g. the sm90
+   backward with additional keys or ``deterministic=True``), the backward uses the best
+   other kernel, else the reference (logged with the reason).
 3. ``backend=None``: on a CUDA device, the first kernel in ``KERNELS`` order that serves the
    case; otherwise (other platforms, or no kernel serves it) the reference. Each fallback is
    logged at debug level on logger ``jax_gna`` with the reasons; with the environment variable
@@ -60,8 +61,9 @@ class KernelFamily:
     max_arch: int | None
     dtypes: frozenset[str]
     head_dims: dict  # direction -> frozenset of head dims (head_dim == head_dim_v)
-    # Family-specific objections (e.g. what TMA cannot express); None when it serves.
-    extra_rule: Callable[[Case], str | None] | None = None
+    # Family-specific objections (e.g. what TMA cannot express), per direction; None when
+    # it serves.
+    extra_rule: Callable[[Case, str], str | None] | None = None
     # Largest tile side times dilation along a dim (TMA box extent), or None: no limit
     # beyond the handler's 256 tokens per side.
     box_extent_limit: int | None = None
@@ -96,7 +98,7 @@ class KernelFamily:
             if why is not None:
                 return why
         if self.extra_rule is not None:
-            return self.extra_rule(case)
+            return self.extra_rule(case, direction)
         return None
 
     def max_tile_sides(self, config: AttentionConfig) -> tuple[int, ...]:
@@ -118,10 +120,17 @@ def _box_feasibility(family: "KernelFamily", case: Case, direction: str) -> str 
     return None
 
 
-def _sm90_rule(case: Case) -> str | None:
-    """What the Hopper forward's TMA maps cannot express (xla_ffi/cuda/sm90/support.h)."""
+def _sm90_rule(case: Case, direction: str) -> str | None:
+    """What the Hopper kernels' TMA maps cannot express, and what the Hopper backward does
+    not compute (xla_ffi/cuda/sm90/support.h admit_tiles / admit_bwd)."""
     if max(case.config.params.dilation) > 8:
         return f"dilation {case.config.params.dilation}: TMA traversal stride is at most 8"
+    if direction == BACKWARD:
+        if case.config.deterministic:
+            return ("deterministic=True: this backward adds dQ by TMA reductions in arrival "
+                    "order (no fixed summation order)")
+        if case.num_extra > 0:
+            return f"additional keys/values ({case.num_extra}) are not supported by its backward"
     return None
 
 
@@ -133,7 +142,8 @@ def _sm90_rule(case: Case) -> str | None:
 # TMA-store epilogue: FLUX 1x1 0.17, FLUX 16x1 0.16, Hunyuan 1x1x1 0.08.
 KERNELS: tuple[KernelFamily, ...] = (
     KernelFamily("sm90", 90, 90, frozenset({"bf16", "fp16"}),
-                 {FORWARD: frozenset({64, 128, 256})}, extra_rule=_sm90_rule,
+                 {FORWARD: frozenset({64, 128, 256}), BACKWARD: frozenset({64, 128})},
+                 extra_rule=_sm90_rule,
                  box_extent_limit=256, boundary_tile_cost=0.15,
                  verified_on="H100 (sm90a), jax 0.11.2, 2026-12-07: scripts/gpu_check.sh suite "
                              "(this kernel); H200, 2026-12-04 (an earlier kernel)"),
@@ -258,10 +268,11 @@ def choose(case: Case, direction: str, platform: str, *, arch: int | None = None
             f"platform {platform!r} is not CUDA"
         if reason is None:
             return Choice(family.name, ())
-        if direction == BACKWARD and not family.head_dims.get(BACKWARD):
-            # A forward-only family: its backward comes from the best other kernel.
+        if direction == BACKWARD:
+            # The requested family's forward serves the call (it was chosen for it); a
+            # backward it does not compute comes from the best other kernel (logged).
             return _best(case, direction, arch, on_cuda, platform,
-                         (f"{family.name}: no backward kernel",), enforce)
+                         (f"{family.name}: {reason}",), enforce)
         raise ValueError(f"backend={requested!r} cannot serve this {direction} call: {reason}")
     return _best(case, direction, arch, on_cuda, platform, (), enforce)
 

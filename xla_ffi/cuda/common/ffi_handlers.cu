@@ -39,7 +39,8 @@
 #include "xla/ffi/api/ffi.h"
 
 #if defined(JAX_GNA_BUILT_SM90A)
-#include "sm90/sm90_fwd.h"  // admission rule and launch diagnostics of the Hopper forward
+#include "sm90/sm90_bwd.h"  // admission rule of the Hopper backward
+#include "sm90/sm90_fwd.h"  // admission rule and launch diagnostics of the Hopper kernels
 #endif
 
 namespace ffi = ::xla::ffi;
@@ -563,6 +564,14 @@ ffi::Error BwdImpl(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi:
        {"dextra_k", p.dextra_k}, {"dextra_v", p.dextra_v}, {"dq_accum", p.dq_accum},
        {"dextra_accum", p.dextra_accum}}));
   JAX_GNA_RETURN_IF_ERROR(NumSms(&p.fwd.num_sms));
+  const bool is_sm90 = backend == "sm90";
+#if defined(JAX_GNA_BUILT_SM90A)
+  if (is_sm90) {
+    if (const char* why = sm90_bwd_unsupported_reason(p); why != nullptr) {
+      return Invalid(std::string("backend 'sm90' cannot serve this call: ") + why);
+    }
+  }
+#endif
   if (s.batch == 0) return ffi::Error::Success();
   if (p.dq_accum != nullptr) {
     if (cudaError_t err =
@@ -572,9 +581,13 @@ ffi::Error BwdImpl(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi:
     }
   }
   if (cudaError_t err = kernel->launch(p, stream); err != cudaSuccess) {
-    return CudaFailure(std::string("backward kernels (") + kernel->key.backend + ") launch",
-                       err);
+    std::string what = std::string("backward kernels (") + kernel->key.backend + ") launch";
+#if defined(JAX_GNA_BUILT_SM90A)
+    if (is_sm90 && err == cudaErrorInvalidValue) what += std::string(": ") + sm90_fwd_last_error();
+#endif
+    return CudaFailure(what, err);
   }
+  (void)is_sm90;
   return ffi::Error::Success();
 }
 

@@ -12,8 +12,8 @@
 #include <cuda_runtime.h>
 
 #include "../common/launch_utils.h"
+#include "../common/bwd_aux_kernels.h"
 #include "../common/registry.h"
-#include "bwd_aux_kernels.h"
 #include "bwd_dq_kernel.h"
 #include "bwd_kernel.h"
 

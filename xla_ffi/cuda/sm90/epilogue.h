@@ -40,25 +40,13 @@
 #include <cutlass/arch/barrier.h>
 #include <cutlass/numeric_types.h>
 
+#include "gmma.h"
 #include "kernel_traits.h"
 #include "mask.h"
 #include "tile_map.h"
 
 namespace jax_gna {
 namespace sm90 {
-
-// Two floats -> one 32-bit word of two 16-bit values (first in the low half).
-template <class Element>
-__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
-  if constexpr (std::is_same_v<Element, cutlass::bfloat16_t>) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t*>(&v);
-  } else {
-    static_assert(std::is_same_v<Element, cutlass::half_t>, "bf16 or fp16 only");
-    __half2 v = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<uint32_t*>(&v);
-  }
-}
 
 // Element offset of group-local row r of the Q tile in a [B, S0, S1, S2, H(, D)] tensor.
 __device__ __forceinline__ int64_t token_offset(const ProblemDesc& prob, const QTileDim (&qd)[3],

@@ -32,6 +32,7 @@
 #include <cutlass/pipeline/sm90_pipeline.hpp>
 
 #include "epilogue.h"
+#include "gmma.h"
 #include "kernel_traits.h"
 #include "mask.h"
 #include "scheduler.h"
@@ -193,35 +194,13 @@ struct Mainloop {
   // Consumers
   // ---------------------------------------------------------------------------------------
 
-  // Issue (not wait for) one warpgroup GEMM over the whole K extent; zero_init overwrites C.
   template <bool kZeroInit, class TiledMma, class TA, class TB, class TC>
   __device__ __forceinline__ static void gemm_issue(TiledMma& mma, TA& a, const TB& b, TC& c) {
-    constexpr bool kIsRS =
-        !cute::is_base_of<cute::GMMA::DescriptorIterator, typename TiledMma::FrgTypeA>::value;
-    if constexpr (kIsRS) cute::warpgroup_fence_operand(a);
-    cute::warpgroup_fence_operand(c);
-    cute::warpgroup_arrive();
-    if constexpr (kZeroInit) mma.accumulate_ = cute::GMMA::ScaleOut::Zero;
-#pragma unroll
-    for (int kb = 0; kb < cute::size<2>(a); ++kb) {
-      cute::gemm(mma, a(cute::_, cute::_, kb), b(cute::_, cute::_, kb), c);
-      mma.accumulate_ = cute::GMMA::ScaleOut::One;
-    }
-    cute::warpgroup_commit_batch();
-    cute::warpgroup_fence_operand(c);
-    if constexpr (kIsRS) cute::warpgroup_fence_operand(a);
+    sm90::gemm_issue<kZeroInit>(mma, a, b, c);
   }
-
-  // P (fp32 probabilities in the S fragment) -> 16-bit A operand of the PV GEMM. S element i
-  // and P element i are the same (row, column): both fragments enumerate (pair, row half,
-  // 8-column block) with strides (1, 2, 4).
   template <class FragS, class FragP>
   __device__ __forceinline__ static void convert_p(const FragS& s, FragP& p) {
-    constexpr int kSize = decltype(cute::size(s))::value;
-    static_assert(kSize == decltype(cute::size(p))::value, "P/S fragment mismatch");
-    uint32_t* out = reinterpret_cast<uint32_t*>(p.data());
-#pragma unroll
-    for (int i = 0; i < kSize; i += 2) out[i / 2] = pack2<Element>(s(i), s(i + 1));
+    convert_acc_to_a<Element>(s, p);
   }
 
   // Run by every thread of consumer warpgroup `wg` (0 or 1); tid: thread index in the group.

@@ -9,6 +9,7 @@
 
 #include "jax_gna/params.h"
 #include "jax_gna/window.h"
+#include "bwd_tile_map.h"
 #include "tile_map.h"
 
 namespace jax_gna {
@@ -39,13 +40,16 @@ inline std::string& last_error_message() {
 constexpr int kMaxBox = 256;
 constexpr int kMaxTraversalStride = 8;
 
-// Checks params against what the kernel of (head_dim, kv_tile_tokens) serves; on success
-// fills *out and returns true, otherwise writes the reason to *why.
-inline bool admit_fwd(const FwdParams& fp, int head_dim, int kv_tile_tokens, ProblemDesc* out,
-                      std::string* why) {
+// Checks the problem, tiles and the q, k, v, out, lse, extra layouts of params against what
+// an sm90 kernel of (head_dim, q_tile_tokens, kv_tile_tokens) reads through its TMA maps; on
+// success fills *out and returns true, otherwise writes the reason, prefixed with `kernel`,
+// to *why. The forward and the backward share it (the backward adds its own tensors).
+inline bool admit_tiles(const FwdParams& fp, const char* kernel, int head_dim,
+                        int q_tile_tokens, int kv_tile_tokens, ProblemDesc* out,
+                        std::string* why) {
   const ProblemShape& s = fp.shape;
   auto fail = [&](std::string m) {
-    *why = "sm90 forward: " + m;
+    *why = std::string(kernel) + ": " + m;
     return false;
   };
   if (fp.dtype != DType::kBFloat16 && fp.dtype != DType::kFloat16)
@@ -79,9 +83,9 @@ inline bool admit_fwd(const FwdParams& fp, int head_dim, int kv_tile_tokens, Pro
     q_prod *= q;
     kv_prod *= kv;
   }
-  if (q_prod != 128)
-    return fail(fmt("Q tile must hold 128 tokens; got %dx%dx%d", fp.tiles.q[0], fp.tiles.q[1],
-                    fp.tiles.q[2]));
+  if (q_prod != q_tile_tokens)
+    return fail(fmt("Q tile must hold %d tokens; got %dx%dx%d", q_tile_tokens, fp.tiles.q[0],
+                    fp.tiles.q[1], fp.tiles.q[2]));
   if (kv_prod != kv_tile_tokens)
     return fail(fmt("KV tile must hold %d tokens for head_dim %d; got %dx%dx%d", kv_tile_tokens,
                     head_dim, fp.tiles.kv[0], fp.tiles.kv[1], fp.tiles.kv[2]));
@@ -157,7 +161,6 @@ inline bool admit_fwd(const FwdParams& fp, int head_dim, int kv_tile_tokens, Pro
   // Problem description.
   ProblemDesc p{};
   int64_t num_q_tiles = 1;
-  int tab = 0;
   for (int i = 0; i < kMaxRank; ++i) {
     const DimParams& d = s.dims[i];
     DimDesc& dd = p.dim[i];
@@ -171,8 +174,6 @@ inline bool admit_fwd(const FwdParams& fp, int head_dim, int kv_tile_tokens, Pro
     dd.q_log2 = ilog2(dd.q_tile);
     dd.kv_log2 = ilog2(dd.kv_tile);
     dd.q_tiling = query_tiling(s, i, dd.q_tile);
-    dd.tab_off = tab;
-    tab += 4 * (dd.kv_tile + 1);
     num_q_tiles *= dd.q_tiling.num_tiles;
   }
   p.batch = s.batch;
@@ -186,8 +187,82 @@ inline bool admit_fwd(const FwdParams& fp, int head_dim, int kv_tile_tokens, Pro
   p.num_extra = s.num_extra;
   p.num_extra_tiles = (s.num_extra + kv_tile_tokens - 1) / kv_tile_tokens;
   p.kv_tile_tokens = kv_tile_tokens;
-  p.tab_entries = tab;
+  p.tab_entries = kv_column_box(p).entries;
   *out = p;
+  return true;
+}
+
+// The forward: 128-token Q tiles.
+inline bool admit_fwd(const FwdParams& fp, int head_dim, int kv_tile_tokens, ProblemDesc* out,
+                      std::string* why) {
+  return admit_tiles(fp, "sm90 forward", head_dim, 128, kv_tile_tokens, out, why);
+}
+
+// Tokens per Q and KV tile of the backward (bwd_traits.h kBlockM, kBlockN).
+constexpr int kBwdQTileTokens = 64;
+constexpr int kBwdKvTileTokens = 128;
+
+// The backward: what admit_tiles checks for the forward's tensors, plus dO, dK, dV and the
+// fp32 dq_accum (TMA maps too: 16-byte aligned, (heads, head_dim) contiguous, strides of
+// 16-byte multiples), and what this kernel does not compute.
+inline bool admit_bwd(const BwdParams& bp, int head_dim, BwdDesc* out, std::string* why) {
+  const FwdParams& fp = bp.fwd;
+  const ProblemShape& s = fp.shape;
+  auto fail = [&](std::string m) {
+    *why = "sm90 backward: " + m;
+    return false;
+  };
+  if (bp.deterministic)
+    return fail("deterministic=True needs a fixed dQ summation order; this kernel adds dQ "
+                "with TMA reductions in arrival order (the sm80 backward serves it)");
+  if (s.num_extra > 0)
+    return fail(fmt("additional keys/values (num_extra=%d) are not supported", s.num_extra));
+  BwdDesc d{};
+  if (!admit_tiles(fp, "sm90 backward", head_dim, kBwdQTileTokens, kBwdKvTileTokens, &d.prob,
+                   why))
+    return false;
+  auto aligned16 = [](const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; };
+  const struct {
+    const char* name;
+    const void* ptr;
+    const TokenStrides* st;
+    int64_t esize;
+  } tok[4] = {{"dout", bp.dout, &bp.dout_strides, 2},
+              {"dk", bp.dk, &bp.dk_strides, 2},
+              {"dv", bp.dv, &bp.dv_strides, 2},
+              {"dq_accum", bp.dq_accum, &fp.q_strides, 4}};
+  for (const auto& t : tok) {
+    if (t.ptr == nullptr) return fail(fmt("%s pointer is null", t.name));
+    if (!aligned16(t.ptr)) return fail(fmt("%s base address is not 16-byte aligned", t.name));
+    if (t.st->head != head_dim)
+      return fail(fmt("%s head stride %lld != head_dim %d: (heads, head_dim) must be "
+                      "contiguous", t.name, static_cast<long long>(t.st->head), head_dim));
+    const int64_t strides[4] = {t.st->batch, t.st->spatial[0], t.st->spatial[1],
+                                t.st->spatial[2]};
+    const int extents[4] = {s.batch, s.dims[0].length, s.dims[1].length, s.dims[2].length};
+    for (int j = 0; j < 4; ++j) {
+      if (extents[j] <= 1) continue;
+      if (strides[j] <= 0 || (strides[j] * t.esize) % 16 != 0 ||
+          strides[j] * t.esize >= (int64_t(1) << 40))
+        return fail(fmt("%s stride %lld (elements) of tensor dim %d must be positive, a "
+                        "multiple of 16 bytes and below 2^40 bytes", t.name,
+                        static_cast<long long>(strides[j]), j));
+    }
+  }
+  if (fp.lse == nullptr || bp.delta == nullptr) return fail("lse or delta pointer is null");
+  int64_t kv_tiles = 1;
+  for (int i = 0; i < kMaxRank; ++i) {
+    d.kv_tiling[i] = group_tiling(s.dims[i].length, s.dims[i].dilation, fp.tiles.kv[i]);
+    kv_tiles *= d.kv_tiling[i].num_tiles;
+  }
+  const int64_t total = kv_tiles * s.heads_kv * static_cast<int64_t>(s.batch);
+  if (total >= (int64_t(1) << 31)) return fail("more than 2^31 KV tiles");
+  const int ext[3] = {d.prob.dim[0].q_tile, d.prob.dim[1].q_tile, d.prob.dim[2].q_tile};
+  const int lg[3] = {d.prob.dim[0].q_log2, d.prob.dim[1].q_log2, d.prob.dim[2].q_log2};
+  d.q_cols = make_column_box(ext, lg, kBwdQTileTokens);
+  d.num_kv_tiles = static_cast<int>(kv_tiles);
+  d.total_work = static_cast<int>(total);
+  *out = d;
   return true;
 }
 

@@ -34,7 +34,6 @@ struct DimDesc {
   int q_log2;
   int kv_log2;
   GroupTiling q_tiling;  // the Q tiles of this dim over its dilation groups
-  int tab_off;   // first entry of this dim's mask table (see mask_table_entry)
 };
 
 // Everything about the problem that the kernel's index math needs (no pointers).
@@ -207,39 +206,88 @@ GNA_HD bool kv_interior(const ProblemDesc& p, const QTileDim q[3], const KVCurso
 // (k % 2), quad = lane % 4. Masks are N/4-bit words over k.
 GNA_HD int fragment_column(int k, int quad) { return 8 * (k >> 1) + 2 * quad + (k & 1); }
 
-// Mask table: for dim i, quad q and 0 <= v <= kv_tile_i, the bits k with u_i(c(k)) < v, where
-// u_i(c) is KV-tile row c's offset along dim i. The columns whose offset lies in [lo, hi)
-// are then table(hi) & ~table(lo). Entry index: dim.tab_off + q * (kv_tile + 1) + v.
+// Column tables. The N columns of an accumulator are the rows of a tile box (extents
+// ext[i], powers of two, dim 2 fastest): the KV tile for the forward's S = Q K^T, the Q tile
+// for the backward's S^T = K Q^T. For dim i, quad q and 0 <= v <= ext[i], table entry
+// tab_off[i] + q * (ext[i] + 1) + v holds the bits k (fragment column k of the thread, k <
+// cols4 = N / 4) whose column's offset along dim i is below v. The columns whose offset lies
+// in [lo, hi) along dim i are then table(hi) & ~table(lo).
+struct ColumnBox {
+  int ext[3];
+  int log2[3];
+  int tab_off[3];
+  int cols4;    // fragment columns per thread: N / 4 (at most 32)
+  int entries;  // table entries in use
+};
+
+GNA_HD ColumnBox make_column_box(const int (&ext)[3], const int (&log2)[3], int tokens) {
+  ColumnBox b;
+  int tab = 0;
+  for (int i = 0; i < 3; ++i) {
+    b.ext[i] = ext[i];
+    b.log2[i] = log2[i];
+    b.tab_off[i] = tab;
+    tab += 4 * (ext[i] + 1);
+  }
+  b.cols4 = tokens / 4;
+  b.entries = tab;
+  return b;
+}
+
 GNA_HD int mask_table_size(const int kv_tile[3]) {
   return 4 * (kv_tile[0] + 1 + kv_tile[1] + 1 + kv_tile[2] + 1);
 }
 
-GNA_HD uint32_t mask_table_entry(const ProblemDesc& p, int idx) {
-  // (Written without run-time indexing of p.dim, which would put it in local memory.)
-  int off, kv, shift;
-  if (idx >= p.dim[2].tab_off) {
-    off = p.dim[2].tab_off;
-    kv = p.dim[2].kv_tile;
+GNA_HD uint32_t column_table_entry(const ColumnBox& b, int idx) {
+  // (Written without run-time indexing of b's arrays, which would put them in local memory.)
+  int off, ext, shift;
+  if (idx >= b.tab_off[2]) {
+    off = b.tab_off[2];
+    ext = b.ext[2];
     shift = 0;
-  } else if (idx >= p.dim[1].tab_off) {
-    off = p.dim[1].tab_off;
-    kv = p.dim[1].kv_tile;
-    shift = p.dim[2].kv_log2;
+  } else if (idx >= b.tab_off[1]) {
+    off = b.tab_off[1];
+    ext = b.ext[1];
+    shift = b.log2[2];
   } else {
-    off = p.dim[0].tab_off;
-    kv = p.dim[0].kv_tile;
-    shift = p.dim[2].kv_log2 + p.dim[1].kv_log2;
+    off = b.tab_off[0];
+    ext = b.ext[0];
+    shift = b.log2[2] + b.log2[1];
   }
   const int local = idx - off;
-  const int q = local / (kv + 1);
-  const int v = local - q * (kv + 1);
+  const int q = local / (ext + 1);
+  const int v = local - q * (ext + 1);
   uint32_t bits = 0;
-  const int cols = p.kv_tile_tokens / 4;
-  for (int k = 0; k < cols; ++k) {
-    const int u = (fragment_column(k, q) >> shift) & (kv - 1);  // split_row, one dim
+  for (int k = 0; k < b.cols4; ++k) {
+    const int u = (fragment_column(k, q) >> shift) & (ext - 1);  // split_row, one dim
     if (u < v) bits |= 1u << k;
   }
   return bits;
+}
+
+// Visible-column word of a row whose window along dim i is [ws[i], we[i]) (group-local),
+// against the column box whose first token sits at group-local origin org[i].
+GNA_HD uint32_t window_word(const uint32_t* table, const ColumnBox& b, int quad,
+                            const int (&ws)[3], const int (&we)[3], const int (&org)[3]) {
+  uint32_t m = ~0u;
+  for (int i = 0; i < 3; ++i) {
+    const int lo = imax(imin(ws[i] - org[i], b.ext[i]), 0);
+    const int hi = imax(imin(we[i] - org[i], b.ext[i]), 0);
+    const uint32_t* t = table + b.tab_off[i] + quad * (b.ext[i] + 1);
+    m &= t[hi] & ~t[lo];
+  }
+  return m;
+}
+
+// The forward's column box: the KV tile.
+GNA_HD ColumnBox kv_column_box(const ProblemDesc& p) {
+  const int ext[3] = {p.dim[0].kv_tile, p.dim[1].kv_tile, p.dim[2].kv_tile};
+  const int lg[3] = {p.dim[0].kv_log2, p.dim[1].kv_log2, p.dim[2].kv_log2};
+  return make_column_box(ext, lg, p.kv_tile_tokens);
+}
+
+GNA_HD uint32_t mask_table_entry(const ProblemDesc& p, int idx) {
+  return column_table_entry(kv_column_box(p), idx);
 }
 
 // The window of one Q row, per dim, group-local: keys [ws, we) with we clipped to the group.
@@ -278,16 +326,9 @@ GNA_HD bool row_valid(const ProblemDesc& p, const QTileDim q[3], int r) {
 // Visible-column word of one row for the spatial KV tile at the cursor.
 GNA_HD uint32_t row_mask(const ProblemDesc& p, const uint32_t* table, int quad,
                          const RowWindow& w, const KVCursor& c) {
-  uint32_t m = ~0u;
-  for (int i = 0; i < 3; ++i) {
-    const DimDesc& d = p.dim[i];
-    const int k0 = c.n[i] * d.kv_tile;
-    const int lo = imax(imin(w.ws[i] - k0, d.kv_tile), 0);
-    const int hi = imax(imin(w.we[i] - k0, d.kv_tile), 0);
-    const uint32_t* t = table + d.tab_off + quad * (d.kv_tile + 1);
-    m &= t[hi] & ~t[lo];
-  }
-  return m;
+  const int org[3] = {c.n[0] * p.dim[0].kv_tile, c.n[1] * p.dim[1].kv_tile,
+                      c.n[2] * p.dim[2].kv_tile};
+  return window_word(table, kv_column_box(p), quad, w.ws, w.we, org);
 }
 
 // Visible-column word of the extra-token tile whose first token is e0 (columns past the

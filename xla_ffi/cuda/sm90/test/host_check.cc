@@ -17,7 +17,11 @@
 //    q_tile_kv_tiles' product;
 //  - extra-token masks admit exactly the tokens < E;
 //  - with a query range, the work items cover every query of the range exactly once;
-//  - admission refuses what the kernel cannot serve.
+//  - admission refuses what the kernel cannot serve;
+//  - backward (bwd_tile_map.h): the work items' KV tiles cover every key exactly once, and
+//    per key the queries the kernel admits over its visits (interior pairs: all; boundary
+//    pairs: the Q-tile column tables in the GMMA fragment layout against the key's inverse
+//    window) are exactly the queries whose neighbourhood holds the key, each once.
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -26,6 +30,7 @@
 #include <vector>
 
 #include "scheduler.h"
+#include "bwd_tile_map.h"
 #include "support.h"
 #include "tile_map.h"
 
@@ -406,6 +411,95 @@ static void check_refusals() {
   CHECK(!admit_fwd(bad, 128, 128, &p, &why), "non-contiguous output heads admitted");
 }
 
+// The backward's tile map against the brute force (see the top of this file).
+static void check_bwd_problem(Problem pr) {
+  pr.extra = 0;
+  FwdParams fp = make_params(pr);
+  BwdParams bp;
+  bp.fwd = fp;
+  alignas(16) static char dummy[64];
+  bp.dout = bp.dk = bp.dv = dummy;
+  bp.dq_accum = reinterpret_cast<float*>(dummy);
+  bp.delta = reinterpret_cast<float*>(dummy);
+  bp.dout_strides = bp.dq_strides = fp.q_strides;
+  bp.dk_strides = bp.dv_strides = fp.k_strides;
+  BwdDesc d;
+  std::string why;
+  const bool ok = admit_bwd(bp, pr.head_dim, &d, &why);
+  CHECK(ok, "backward refused: %s", why.c_str());
+  if (!ok) return;
+  const int L[3] = {pr.dims[0].length, pr.dims[1].length, pr.dims[2].length};
+  const int tokens = L[0] * L[1] * L[2];
+  std::vector<uint32_t> table(d.q_cols.entries);
+  for (int i = 0; i < d.q_cols.entries; ++i) table[i] = column_table_entry(d.q_cols, i);
+  // seen[b][hkv][key] and admitted[b][hq][key][query]
+  std::vector<int> key_seen(size_t(pr.batch) * pr.hkv * tokens, 0);
+  std::vector<int> admitted(size_t(pr.batch) * pr.hq * tokens * tokens, 0);
+  auto coord = [&](const int x[3]) { return (x[0] * L[1] + x[1]) * L[2] + x[2]; };
+  for (int w = 0; w < d.total_work; ++w) {
+    const BwdItem it = make_bwd_item(d, w);
+    for (int r = 0; r < 128; ++r) {
+      int t[3], kx[3];
+      split_row(r, d.prob.dim[0].kv_log2, d.prob.dim[1].kv_log2, d.prob.dim[2].kv_log2, t);
+      bool kvalid = true;
+      for (int i = 0; i < 3; ++i) {
+        const int jj = it.kd[i].k0 + t[i];
+        kvalid = kvalid && jj < it.kd[i].lg;
+        kx[i] = token_coord(d.prob.dim[i], it.kd[i].group, jj);
+      }
+      if (kvalid) ++key_seen[(size_t(it.b) * pr.hkv + it.hkv) * tokens + coord(kx)];
+      const RowWindow rw = key_row_window(d, it, r);
+      VisitCursor cur = visit_begin(it);
+      for (int v = 0; v < num_visits(d, it); ++v, visit_next(cur, it)) {
+        const BwdVisit vis = make_visit(d, it, cur);
+        for (int c = 0; c < 64; ++c) {
+          int u[3], qx[3];
+          split_row(c, d.prob.dim[0].q_log2, d.prob.dim[1].q_log2, d.prob.dim[2].q_log2, u);
+          bool qvalid = true;
+          for (int i = 0; i < 3; ++i) {
+            const int ii = vis.q0[i] + u[i];
+            qvalid = qvalid && ii < it.kd[i].lg;
+            qx[i] = token_coord(d.prob.dim[i], it.kd[i].group, ii);
+          }
+          const int quad = (c % 8) / 2, k = 2 * (c / 8) + (c % 2);
+          const bool in = vis.interior ||
+                          ((window_word(table.data(), d.q_cols, quad, rw.ws, rw.we, vis.q0) >> k) & 1u);
+          if (vis.interior && qvalid && kvalid) {
+            bool all = true;
+            for (int i = 0; i < 3; ++i)
+              all = all && spec_sees(qx[i], kx[i], L[i], pr.dims[i].kernel_size,
+                                     pr.dims[i].stride, pr.dims[i].dilation, pr.dims[i].causal);
+            CHECK(all, "bwd interior pair not visible (w=%d r=%d c=%d)", w, r, c);
+          }
+          // Rows past a group's end must admit nothing (their K is zero-filled but their
+          // probabilities would still reach dQ through dS).
+          if (!kvalid && !vis.interior) CHECK(!in, "bwd phantom key row admitted (w=%d r=%d)", w, r);
+          if (in && qvalid && kvalid)
+            ++admitted[((size_t(it.b) * pr.hq + vis.hq) * tokens + coord(kx)) * tokens + coord(qx)];
+        }
+      }
+    }
+  }
+  for (size_t i = 0; i < key_seen.size(); ++i)
+    CHECK(key_seen[i] == 1, "bwd key %zu covered %d times", i, key_seen[i]);
+  int bad = 0;
+  for (int b = 0; b < pr.batch; ++b)
+    for (int h = 0; h < pr.hq; ++h)
+      for (int kk = 0; kk < tokens; ++kk)
+        for (int qq = 0; qq < tokens; ++qq) {
+          int kx[3] = {kk / (L[1] * L[2]), (kk / L[2]) % L[1], kk % L[2]};
+          int qx[3] = {qq / (L[1] * L[2]), (qq / L[2]) % L[1], qq % L[2]};
+          bool sees = true;
+          for (int i = 0; i < 3; ++i)
+            sees = sees && spec_sees(qx[i], kx[i], L[i], pr.dims[i].kernel_size, pr.dims[i].stride,
+                                     pr.dims[i].dilation, pr.dims[i].causal);
+          const int got = admitted[((size_t(b) * pr.hq + h) * tokens + kk) * tokens + qq];
+          if (got != (sees ? 1 : 0) && bad++ < 5)
+            CHECK(false, "bwd pair query %d key %d head %d: admitted %d times, sees %d", qq, kk, h,
+                  got, int(sees));
+        }
+}
+
 int main(int argc, char** argv) {
   const int iters = argc > 1 ? std::atoi(argv[1]) : 300;
   std::mt19937 rng(1234);
@@ -443,6 +537,13 @@ int main(int argc, char** argv) {
     pr.extra = rng() % 3 == 0 ? static_cast<int>(rng() % 200) : 0;
     check_problem(pr);
     check_query_range(pr, rng);
+    if (pr.head_dim <= 128 && (pr.rank > 1 ? 1 : pr.dims[2].length <= 150)) {
+      Problem bp = pr;
+      random_tile(rng, pr.rank, 6, bp.q);  // the backward's 64-token Q tiles
+      bool bfits = true;
+      for (int i = 0; i < 3; ++i) bfits = bfits && bp.q[i] * bp.dims[i].dilation <= 256;
+      if (bfits) check_bwd_problem(bp);
+    }
     ++done;
   }
   std::printf("sm90 host check: %d random problems, %d failures\n", done, g_failures);

@@ -1,5 +1,5 @@
-// Element-wise passes around the sm80 backward: delta (before), dq_accum -> dq and the sum
-// of the extra-token partials (after). The tensors they touch are contiguous (the FFI
+// Element-wise passes around the backward kernels (sm80, sm90): delta (before), dq_accum ->
+// dq and the sum of the extra-token partials (after). The tensors they touch are contiguous (the FFI
 // handler passes row-major XLA buffers): rows of D elements, row r at r * D.
 #pragma once
 
@@ -8,7 +8,7 @@
 
 #include <cstdint>
 
-namespace jax_gna::sm80 {
+namespace jax_gna {
 
 // delta[r] = sum_d dO[r, d] * O[r, d] - dlse[r] over rows r = (batch, token, query head).
 // kHeadDim / 8 consecutive threads share a row (16-byte loads), reduced with xor-shuffles.
@@ -69,4 +69,4 @@ __global__ void bwd_extra_reduce_kernel(const float* __restrict__ accum,
   dextra_v[i] = Element(v);
 }
 
-}  // namespace jax_gna::sm80
+}  // namespace jax_gna
