@@ -1,4 +1,4 @@
-"""The GNA benchmark suite (GNA_SPEC.md): every case and stride, forward and
+"""The GNA benchmark suite (docs/semantics.md): every case and stride, forward and
 forward+backward, each available backend next to dense baselines and the simulator bounds.
 
     python benchmarks/run.py --out bench_out                 # full suite (GPU)
@@ -50,7 +50,7 @@ DIRECTIONS = ("fwd", "fwd+bwd")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="GNA benchmark suite (GNA_SPEC.md).")
+    p = argparse.ArgumentParser(description="GNA benchmark suite (docs/semantics.md).")
     p.add_argument("--out", default="bench_out", help="output directory")
     p.add_argument("--subset", action="store_true",
                    help="quick run: last stride of each case, forward only, few repeats")

@@ -46,7 +46,7 @@ SMALL = dict(grid=(8, 12, 16), heads=4, head_dim=32, text=16, batch=1,
              configs=[("GNA k=4x6x6", (4, 6, 6), 1),
                       ("GNA k=4x6x6 s=2x3x3", (4, 6, 6), (2, 3, 3))],
              dtype=jnp.float32)
-# The HunyuanVideo shapes of GNA_SPEC.md's benchmark suite.
+# The HunyuanVideo shapes of the benchmark suite (docs/semantics.md).
 FULL = dict(grid=(30, 48, 80), heads=24, head_dim=128, text=256, batch=1,
             configs=[("GNA k=18x24x24", (18, 24, 24), 1),
                      ("GNA k=18x24x24 s=2x8x8", (18, 24, 24), (2, 8, 8)),

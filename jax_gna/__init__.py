@@ -3,7 +3,7 @@
 ``jax_gna.attention(query, key, value, kernel_size, stride, dilation, is_causal)`` runs GNA
 (neighborhood, strided and blocked attention over 1-3-D token grids) inside any jitted
 function: fused CUDA kernels where they serve the case, a memory-efficient jnp reference
-everywhere else. See README.md and GNA_SPEC.md.
+everywhere else. See README.md and docs/semantics.md.
 """
 
 from jax_gna.attention import (attention, attention_in_boxes, merge_attentions, na1d, na2d,

@@ -32,7 +32,7 @@ def attention(query, key, value, kernel_size, stride=1, dilation=1, is_causal=Fa
       key: ``[batch, *spatial, heads_kv, head_dim]`` with ``heads_q % heads_kv == 0``.
       value: ``[batch, *spatial, heads_kv, head_dim_v]``.
       kernel_size, stride, dilation, is_causal: an int (bool) or one per spatial dim, with
-        the semantics and rules of GNA_SPEC.md (NATTEN 0.21).
+        the semantics and rules of docs/semantics.md (NATTEN 0.21).
       scale: softmax scale; default ``head_dim ** -0.5``.
       additional_keys, additional_values: ``[batch, n_extra, heads_kv, head_dim(_v)]``
         tokens every query also attends to (softmax over the union).

@@ -32,7 +32,7 @@ __all__ = ["gna_fwd_p", "gna_bwd_p", "gna_fwd_platform_p", "gna_bwd_platform_p",
 
 
 def lse_dtype(dtype):
-    """LSE is float32 for half/single inputs (GNA_SPEC), float64 for float64 inputs."""
+    """LSE is float32 for half/single inputs, float64 for float64 inputs (docs/semantics.md)."""
     return jnp.promote_types(dtype, jnp.float32)
 
 

@@ -38,7 +38,8 @@ DTYPES = {"bf16": jnp.bfloat16, "fp16": jnp.float16, "fp32": jnp.float32}
 # Names of the dense baselines, as they appear in reports.
 CUDNN_DENSE, XLA_DENSE = "cudnn-dense", "xla-dense"
 DENSE_IMPLS = {CUDNN_DENSE: "cudnn", XLA_DENSE: "xla"}
-# FLOPs of forward+backward relative to forward (GNA_SPEC: 2.5x backward + 1x forward).
+# FLOPs of forward+backward relative to forward (docs/semantics.md: 2.5x backward + 1x
+# forward).
 BACKWARD_FLOP_FACTOR = 3.5
 
 
@@ -104,7 +105,7 @@ def attended_pairs(cfg: ProfileConfig) -> int:
 
 
 def flops(cfg: ProfileConfig, which: str = "gna") -> float:
-    """FLOPs counted for effective TF/s (GNA_SPEC): ``4 * B * H * pairs * D``, pairs being
+    """FLOPs counted for effective TF/s (docs/semantics.md): ``4 * B * H * pairs * D``, pairs being
     attended (query, key) pairs including the additional tokens; dense counts every pair;
     forward+backward is 3.5x the forward."""
     n = cfg.num_tokens
@@ -267,7 +268,7 @@ def measure(cfg: ProfileConfig, impl: str, *, attention_fn: Callable | None = No
             device_trace: bool | None = None, settle_s: float | None = None) -> dict[str, Any]:
     """Time one implementation: a GNA backend ("reference", "sm80", "auto", ...) or a dense
     baseline (``CUDNN_DENSE``, ``XLA_DENSE``). Returns a dict with ``median_ms``, ``min_ms``,
-    ``tflops`` (effective, as in GNA_SPEC), or ``skipped``/``error`` with the reason.
+    ``tflops`` (effective, as in docs/semantics.md), or ``skipped``/``error`` with the reason.
 
     Timing. On a CUDA GPU (``device_trace=None``) or with ``device_trace=True``, after the
     wall-clock groups of ``jax_gna._timing`` two untraced calls and then 10 calls run under

@@ -5,7 +5,7 @@ side, the simulator and the tests -- calls this module. Its C++ twin is
 ``xla_ffi/include/jax_gna/window.h``; the CPU FFI target ``gna_window_bounds`` evaluates the
 C++ side so tests can prove the two agree.
 
-Semantics are those of ``GNA_SPEC.md`` (NATTEN 0.21). Along one spatial dim of length ``L``
+Semantics are those of ``docs/semantics.md`` (NATTEN 0.21). Along one spatial dim of length ``L``
 a query at coordinate ``i`` lives in dilation group ``g = i % d`` at group-local position
 ``ii = i // d``; its keys are ``j = g + d * jj`` for ``jj`` in ``[start, end)``. Inside a
 group the problem is an undilated one of the group's own length ``Lg``, so the tile map
@@ -99,7 +99,8 @@ def normalize_per_dim(value: Any, rank: int, name: str, *, kind: str = "int") ->
 
 def make_params(spatial_shape: Sequence[int], kernel_size: Any, stride: Any = 1,
                 dilation: Any = 1, is_causal: Any = False) -> GNAParams:
-    """Normalise and validate GNA parameters against a spatial shape (GNA_SPEC.md rules)."""
+    """Normalise and validate GNA parameters against a spatial shape (docs/semantics.md,
+    "Parameters")."""
     spatial_shape = tuple(int(n) for n in spatial_shape)
     rank = len(spatial_shape)
     if rank not in (1, 2, 3):

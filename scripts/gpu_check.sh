@@ -3,8 +3,8 @@
 #
 #   bash scripts/gpu_check.sh [all|build|sm90build|smoke|smoke128|suite|dispatch|sanitize|sanitize90|large|sm90self|sm90items|reference|bench|dit|cli|tiles|ncu|ncu80|ncu90jax|scaling]...
 #
-# Runs on a CUDA machine without network access (the H200 of the device tool): wheels that
-# image lacks (nvidia-cutlass) come from .whl/; a CUDA library prebuilt elsewhere may come in
+# Runs on a CUDA machine, also one without network access: wheels the machine's image lacks
+# (nvidia-cutlass) come from .whl/; a CUDA library prebuilt elsewhere may come in
 # .carry/libjax_gna_cuda.so (it links no Python, so a build for another Python version loads),
 # else the kernels are built here. Every stage prints PASS/FAIL into the final table; logs go
 # to $OUT (or /tmp/gna_out). Exit status is non-zero if any stage failed.

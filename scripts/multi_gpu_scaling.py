@@ -119,7 +119,7 @@ def collective_summary(hlo: str) -> str:
 
 
 def effective_flops(layer: Layer, direction: str) -> float:
-    """GNA_SPEC: forward 4 * B * H * sum_q(keys(q)) * D; forward+backward 3.5x that."""
+    """docs/semantics.md: forward 4 * B * H * sum_q(keys(q)) * D; forward+backward 3.5x that."""
     from jax_gna import semantics
     params = semantics.make_params(layer.spatial, layer.window)
     pairs = float(semantics.keys_per_query(layer.spatial, params).sum())

@@ -17,8 +17,7 @@ directly: an item of n tiles costs (n - 1) iterations plus the code outside the 
     python scripts/ncu_sass_split.py ncu_seq32k_k2048_s2048_sass.csv.xz \\
         --binary xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest --items 6144 --tiles 16
 
-(seq32k: 24 heads x 256 Q tiles = 6144 items of 16 KV tiles.) Used in the fifteenth
-session (docs/BENCHMARKS.md).
+(seq32k: 24 heads x 256 Q tiles = 6144 items of 16 KV tiles.)
 """
 from __future__ import annotations
 

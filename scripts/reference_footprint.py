@@ -1,6 +1,6 @@
 """Time and peak memory of the memory-efficient jnp reference on one configuration.
 
-CPU (issue 2, item 4): python scripts/reference_footprint.py --shape 128 128 --heads 24 \
+CPU: python scripts/reference_footprint.py --shape 128 128 --heads 24 \
     --head-dim 64 --window 13 13 --backward
 GPU: python scripts/reference_footprint.py --shape 30 48 80 --heads 24 --head-dim 128 \
     --window 18 24 24 --dtype bf16

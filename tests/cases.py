@@ -3,7 +3,7 @@
 ``check_case`` runs forward and backward of ``jax_gna.attention`` in one jitted program (so a
 configuration costs one compile), with fresh random inputs and random cotangents for both
 the output and the LSE, and compares everything with the float64 oracle
-(``tests/oracle.py``) under the tolerances of GNA_SPEC.md.
+(``tests/oracle.py``) under the tolerances of docs/semantics.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The window math of GNA_SPEC.md: worked examples, invariants, tile map, validation."""
+"""The window math of docs/semantics.md: worked examples, invariants, tile map, validation."""
 
 from __future__ import annotations
 

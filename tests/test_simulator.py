@@ -78,7 +78,7 @@ def test_large_3d_problem_is_fast():
 
 
 # ----------------------------------------------------------------------------------------
-# Hand-counted small cases (windows from GNA_SPEC's worked checks, L=10, k=5)
+# Hand-counted small cases (windows from docs/semantics.md's worked examples, L=10, k=5)
 # ----------------------------------------------------------------------------------------
 
 
@@ -342,7 +342,7 @@ def test_boundary_cost_trades_masking_for_tiles():
 @pytest.mark.parametrize("suite", [SUITE, TINY_SUITE])
 def test_suite_cases_are_valid(suite):
     names = [c.name for c in suite]
-    # GNA_SPEC's suite, then the dense-equivalent check (window = whole grid: bounds all 1).
+    # The benchmark suite, then the dense-equivalent check (window = whole grid: bounds all 1).
     assert names == ["flux", "hunyuan", "hunyuan58", "cosmos", "seq32k", "dense32k"]
     dense = suite[-1]
     assert dense.kernel_size == dense.shape and dense.strides == ((1,),)

@@ -85,7 +85,7 @@ def cpp_tile_interior(group, q_start, kv_start, length, kernel_size, stride, dil
 
 @st.composite
 def dims(draw):
-    """(length, kernel_size, stride, dilation, causal) valid per GNA_SPEC.md (k * d <= L)."""
+    """(length, kernel_size, stride, dilation, causal) valid per docs/semantics.md (k * d <= L)."""
     length = draw(st.integers(2, 200))  # k >= 2 needs L >= 2
     # Dilation 1 half the time; otherwise any valid one (most do not divide L).
     dilation = draw(st.one_of(st.just(1), st.integers(1, length // 2)))
@@ -125,7 +125,7 @@ def test_window_bounds_matches_semantics(cfg):
 
 
 @pytest.mark.parametrize("causal, expected", [
-    # GNA_SPEC.md worked checks, L=10, k=5: keys (group-local == global, d=1) per query.
+    # docs/semantics.md worked examples, L=10, k=5: keys (group-local == global, d=1) per query.
     (False, {0: (0, 5), 5: (3, 8), 9: (5, 10)}),   # s=1: q0 -> 0..4, q5 -> 3..7, q9 -> 5..9
     (True, {4: (3, 5), 8: (5, 9), 9: (5, 10)}),    # s=4: q4 -> {3,4}, q8 -> 5..8, q9 -> 5..9
 ])

@@ -7,7 +7,7 @@ Examples::
     python -m jax_gna.simulator --shape 256 256 --window 80 80 --json
     python -m jax_gna.simulator --shape 16 44 80 --window 16 24 16 --best --q-tokens 256 \\
         --kv-tokens 128
-    python -m jax_gna.simulator --suite            # every case/stride of GNA_SPEC's suite
+    python -m jax_gna.simulator --suite            # every case/stride of the benchmark suite
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objective", choices=OBJECTIVES, default=OBJECTIVES[0])
     p.add_argument("--top", type=int, default=10, help="--best: rows of the ranking shown")
     p.add_argument("--suite", action="store_true",
-                   help="simulate every case and stride of GNA_SPEC's benchmark suite")
+                   help="simulate every case and stride of the benchmark suite "
+                        "(docs/semantics.md)")
     p.add_argument("--tiny", action="store_true", help="--suite: the scaled-down twins")
     return p
 

@@ -29,7 +29,8 @@ from jax_gna import semantics
 __all__ = ["SimulationResult", "simulate", "dim_tile_counts", "default_tiles"]
 
 # The tiles the GNA paper (arXiv 2504.16922) uses on Hopper, by spatial rank: 256 query
-# tokens and 128 key tokens per tile in 2-D/3-D, 128/128 for 1-D (GNA_SPEC suite table).
+# tokens and 128 key tokens per tile in 2-D/3-D, 128/128 for 1-D (the suite tiles of
+# docs/semantics.md, "Benchmark suite and effective FLOPs").
 _DEFAULT_TILES = {
     1: ((128,), (128,)),
     2: ((16, 16), (16, 8)),
@@ -147,7 +148,7 @@ class SimulationResult:
 
     @property
     def simple_flop_bound(self) -> float:
-        """GNA_SPEC's simple bound ``N / prod(k)`` (ignores causal masking)."""
+        """The simple FLOP bound ``N / prod(k)`` (docs/semantics.md; ignores causal masking)."""
         return self.num_tokens / math.prod(self.kernel_size)
 
     # -- per Q tile detail -----------------------------------------------------------------
@@ -244,7 +245,7 @@ def simulate(shape: Sequence[int], kernel_size: Any, stride: Any = 1, dilation: 
     Figures:
 
     * ``flop_speedup = N**2 / sum_q keys(q)``: FLOPs of self attention over those of this
-      GNA, exact (border shifts, causal masking). GNA_SPEC's ``N / prod(k)`` is its simple
+      GNA, exact (border shifts, causal masking). ``N / prod(k)`` (docs/semantics.md) is its simple
       form (``simple_flop_bound``).
     * ``worst_tile_speedup = SA KV tiles / max visited``: the GNA paper's bound, where SA KV
       tiles is the number of KV tiles covering the whole problem (dilation 1).

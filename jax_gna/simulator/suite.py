@@ -1,11 +1,10 @@
-"""The benchmark suite of GNA_SPEC.md as data, shared by the simulator CLI and benchmarks/.
+"""The benchmark suite of docs/semantics.md as data, shared by the simulator CLI and benchmarks/.
 
-Each case has the paper's tiles (Q / KV). The spec leaves cosmos's tiles to us: we keep the
-paper's Hopper tile volumes (256 query / 128 key tokens) and take the winner of
+Each case has the paper's tiles (Q / KV). The paper gives none for cosmos: it keeps the
+paper's Hopper tile volumes (256 query / 128 key tokens) and takes the winner of
 ``best_tiles(..., stride=1, q_tokens=256, kv_tokens=128)``, Q 16x4x4 / KV 8x4x4; it is also
 perfectly block-sparse at stride 1x8x16, where it reaches the FLOP bound (9.17x), so one
-kernel tile serves both strides. (Until the ranking counted tile work on the flat token
-sequence it was Q 16x8x2 / KV 16x4x2, whose 8-row Q tiles pad 44 rows to 48.)
+kernel tile serves both strides (and its 4-row Q tiles do not pad the 44 rows).
 
 ``tiny`` variants scale every case down (shape, window, strides, tiles) so the whole suite
 runs through the jnp reference on a CPU in seconds; they keep each case's flavour
@@ -49,7 +48,7 @@ SUITE: tuple[SuiteCase, ...] = (
     SuiteCase("cosmos", (16, 44, 80), 32, (16, 24, 16), ((1, 1, 1), (1, 8, 16)),
               (16, 4, 4), (8, 4, 4)),
     SuiteCase("seq32k", (32768,), 24, (2048,), ((1,), (256,), (2048,)), (128,), (128,)),
-    # Not in GNA_SPEC's suite: the dense-equivalent check (window = whole grid, i.e. self
+    # Not a GNA workload: the dense-equivalent check (window = whole grid, i.e. self
     # attention through the GNA kernel), compared with cuDNN on the same tokens.
     SuiteCase("dense32k", (32768,), 24, (32768,), ((1,),), (128,), (128,)),
 )

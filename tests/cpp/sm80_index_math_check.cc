@@ -1,5 +1,5 @@
 // Host-side self-check of the sm80 kernels' index math (xla_ffi/cuda/sm80/index_math.h,
-// tile_scheduler.h), against brute force built from the spec formula (GNA_SPEC.md, written
+// tile_scheduler.h), against brute force built from the spec formula (docs/semantics.md, written
 // out again here independently of window.h). No GPU needed:
 //
 //   g++ -std=c++17 -O2 -I xla_ffi/include -I xla_ffi/cuda

@@ -16,7 +16,7 @@ allocator hands the same memory to the kernel's outputs and an element the kerne
 writes shows up as NaN (NaN never passes). Deterministic mode is also checked for bitwise
 reproducibility, and a bad tile box must be rejected with an error.
 
-Tolerances (GNA_SPEC.md): half precision relative error < 1e-2 for out, max |LSE error| < 1e-3,
+Tolerances (docs/semantics.md): half precision relative error < 1e-2 for out, max |LSE error| < 1e-3,
 relative error < 2e-2 for gradients.
 """
 

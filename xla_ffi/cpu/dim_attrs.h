@@ -1,5 +1,5 @@
 // Shared by the CPU FFI targets: turn the per-dim attributes of a call (int64, as JAX passes
-// Python ints) into a validated jax_gna::DimParams, with the rules of GNA_SPEC.md /
+// Python ints) into a validated jax_gna::DimParams, with the rules of docs/semantics.md /
 // jax_gna.semantics.make_params. These targets exist so tests can evaluate window.h from
 // Python; a bad attribute must come back as an ffi::Error that names the value, never as
 // undefined behaviour inside the window math.

@@ -147,7 +147,7 @@ ExtraStrides MakeExtraStrides(ffi::Span<const int64_t> dims) {  // [B, E, H, D]
 bool FitsInt(int64_t v) { return v >= 0 && v <= INT32_MAX; }
 
 // The window attributes and the tile boxes -> ProblemShape::dims and TileShape (rank padded
-// to 3), validated with the rules of GNA_SPEC.md.
+// to 3), validated with the rules of docs/semantics.md ("Parameters").
 ffi::Error ParseWindow(ffi::Span<const int64_t> q_dims, int rank,
                        ffi::Span<const int64_t> kernel_size, ffi::Span<const int64_t> stride,
                        ffi::Span<const int64_t> dilation, ffi::Span<const int64_t> is_causal,

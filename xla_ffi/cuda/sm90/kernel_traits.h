@@ -77,7 +77,7 @@ struct FwdTraits {
   static constexpr int kQStages = kHeadDim_ <= 128 ? 2 : 1;
   // The max-free softmax step for KV tiles after the first (softmax.h fast_step, with the
   // mma.sync fallback of recompute.h). Measured per head dim (self-test, 20 launches x 2
-  // rounds, H100, eighteenth session): D = 128 3-10% faster on every suite row; D = 64
+  // rounds, scripts/sm90_ab.sh, H100): D = 128 3-10% faster on every suite row; D = 64
   // 8.9% and D = 256 4.4% slower (D = 64's short GEMMs leave both warpgroups' exponentials
   // on the MUFU at once; D = 256 spills more in its loop), so they keep the full step.
   static constexpr bool kFastSoftmax = kHeadDim_ == 128;

@@ -390,10 +390,10 @@ struct Mainloop {
       } else {
         // The boundary turn put this item's S0 and then the previous item's last PV on the
         // tensor cores: S0's softmax overlaps that PV (as in the loop), then the previous
-        // item's epilogue. (D = 128, the earlier order, PV first and the epilogue before
-        // S0's softmax: 2% slower on seq32k with the fast softmax, 1-2.6% faster without
-        // it; D = 64 and 256 (no fast softmax) gain 2% and lose under 1% with this order:
-        // docs/BENCHMARKS.md, eighteenth session.)
+        // item's epilogue. (The other order, PV first and the epilogue before S0's
+        // softmax, is 2% slower for D = 128 on seq32k with the fast softmax (H200); with
+        // this order D = 64 gains 2% and D = 256 loses under 1% (H100). Self-test A/B,
+        // scripts/sm90_ab.sh.)
         OnlineSoftmax prev = softmax;
         softmax.reset();
         warpgroup_wait<1>();  // S0 is done

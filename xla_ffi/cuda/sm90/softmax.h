@@ -8,7 +8,7 @@
 // than kRescaleLog2, decided per warp) are common/softmax_math.h's. Tiles after a row's
 // first visible key take fast_step (no row max; in the sm90 consumers' KV-tile loop it took
 // the ~85 instructions per warp and tile of the max and its reductions out of 427, and
-// seq32k / FLUX 16x16 / dense 3 / 5 / 10% off the time, H200, eighteenth session).
+// seq32k / FLUX 16x16 / dense 3 / 5 / 10% off the time: self-test A/B, H200).
 #pragma once
 
 #include <cuda_runtime.h>

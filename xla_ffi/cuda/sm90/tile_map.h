@@ -3,7 +3,7 @@
 // Pure C++ on top of jax_gna/window.h (no CuTe, no CUDA headers): the host check
 // (test/host_check.cc, g++) runs exactly this code against brute force.
 //
-// Vocabulary (GNA_SPEC.md "Tiles"): a work item is one (batch, query head, Q tile). A Q tile
+// Vocabulary (docs/semantics.md "Tiles"): a work item is one (batch, query head, Q tile). A Q tile
 // is a box of q[0] x q[1] x q[2] tokens in group-local coordinates of one dilation group
 // per dim; its 128 rows are the box's tokens in row-major order (dim 2 fastest). A KV tile
 // is a box of kv[0] x kv[1] x kv[2] tokens of the same groups; its rows (the GEMM's N

@@ -1,7 +1,7 @@
 // Problem description shared by every GNA kernel backend (sm80 portable, sm90 Hopper, later
 // sm100) and the FFI handlers that fill it. Host-side plain data, passed to kernels by value.
 //
-// Layouts (GNA_SPEC.md): query [B, *spatial, Hq, D], key [B, *spatial, Hkv, D],
+// Layouts (docs/semantics.md): query [B, *spatial, Hq, D], key [B, *spatial, Hkv, D],
 // value [B, *spatial, Hkv, Dv], output [B, *spatial, Hq, Dv], LSE [B, *spatial, Hq] float32,
 // additional keys/values [B, E, Hkv, D|Dv]. Spatial rank 1-3 is padded to 3 (leading dims of
 // length 1, kernel size 1). Strides are in elements; the head-dim axis is contiguous. All

@@ -1,5 +1,5 @@
 // The window math of Generalized Neighborhood Attention, host and device: the C++ twin of
-// jax_gna/semantics.py (GNA_SPEC.md, NATTEN 0.21 semantics). Kernels, FFI handlers and the
+// jax_gna/semantics.py (docs/semantics.md, NATTEN 0.21 semantics). Kernels, FFI handlers and the
 // CPU FFI target `gna_window_bounds` include this header and nothing else for the math; the
 // tests call that target to prove this file and the Python module agree.
 //

@@ -1,5 +1,5 @@
 // Standalone GPU self-test and benchmark of the sm90 GNA forward kernel (no JAX, no
-// registry): correctness against a float64 CPU reference (GNA_SPEC.md, windows from
+// registry): correctness against a float64 CPU reference (docs/semantics.md, windows from
 // window.h), then the benchmark suite's forward cases with effective and per-tile TFLOP/s.
 //
 // Build (.cc so the library's **/*.cu glob skips it; ~1-5 min, one TU with six kernels):
@@ -18,7 +18,7 @@
 //       between KV tiles: the softmax's rescale and fast-step fallback paths).
 //       Built with -DJAX_GNA_SM90_TRACE (../trace.h), `bench` also writes each case's
 //       consumer cycle trace to $GNA_TRACE_OUT/<case>.trace (scripts/sm90_trace.py).
-// Exit status 0 iff every case passes: GNA_SPEC.md tolerances for half-precision operands
+// Exit status 0 iff every case passes: docs/semantics.md tolerances for half-precision operands
 // (relative error of O < 1e-2, max |LSE error| < 1e-3), no NaN/Inf anywhere (the outputs are
 // pre-filled with NaN, so unwritten rows fail too); every benchmark runs without error.
 //
@@ -203,7 +203,7 @@ static void release(Buffers& b) {
   b = Buffers{};
 }
 
-// ---- Reference (GNA_SPEC.md; windows from window.h via selftest::case_window) ----------
+// ---- Reference (docs/semantics.md; windows from window.h via selftest::case_window) ---
 static std::vector<float> to_float(const void* dev, int64_t n, bool fp16) {
   std::vector<uint16_t> raw(n);
   CUDA_OK(cudaMemcpy(raw.data(), dev, n * 2, cudaMemcpyDeviceToHost));
@@ -330,7 +330,7 @@ static bool bench_case(const Case& c) {
   ProblemDesc p;
   std::string why;
   admit_fwd(fp, c.D, sm90_fwd_kv_tile_tokens(c.D), &p, &why);
-  // Attended pairs (GNA_SPEC.md effective FLOPs) and visited KV tiles (tile FLOPs).
+  // Attended pairs (docs/semantics.md effective FLOPs) and visited KV tiles (tile FLOPs).
   double pairs = 0;
   {
     std::vector<double> per_dim[3];
