@@ -137,9 +137,9 @@ def _sm90_rule(case: Case, direction: str) -> str | None:
 # The support table, in preference order.
 # boundary_tile_cost: the time per visited tile pair of each stride-1 (masked) suite case
 # over that of the same problem's block-sparse stride, divided by its boundary-tile share
-# (H200, bf16, D 128, docs/BENCHMARKS.md fifth-session tables): sm90 0.04-0.27 (median
-# 0.14; 1-D seq32k 0.74), sm80 0.17-0.37 (median 0.25); sixth session, sm90 with the
-# TMA-store epilogue: FLUX 1x1 0.17, FLUX 16x1 0.16, Hunyuan 1x1x1 0.08.
+# (H200, bf16, D 128, forward): sm90 0.04-0.27 (median 0.14; 1-D seq32k 0.74), sm80
+# 0.17-0.37 (median 0.25); sm90 with the TMA-store epilogue: FLUX 1x1 0.17, FLUX 16x1
+# 0.16, Hunyuan 1x1x1 0.08.
 KERNELS: tuple[KernelFamily, ...] = (
     KernelFamily("sm90", 90, 90, frozenset({"bf16", "fp16"}),
                  {FORWARD: frozenset({64, 128, 256}), BACKWARD: frozenset({64, 128})},
