@@ -340,8 +340,11 @@ def run_case(case: Case, tokens, rng):
             row("fwd", "PASS" if ok else "FAIL", ms, out=out_rel, lse=lse_abs,
                 tiles=f"{q_box}/{kv_box}")
         except Exception as ex:  # noqa: BLE001 - the table reports every failure
-            row("fwd", f"ERROR {type(ex).__name__}: {str(ex).splitlines()[0][:120]}")
-            traceback.print_exc(file=sys.stderr)
+            if _refusal_expected(str(ex), False, 0, forward=True):
+                row("fwd", "SKIP (refused: " + _reason(str(ex)) + ")")
+            else:
+                row("fwd", f"ERROR {type(ex).__name__}: {str(ex).splitlines()[0][:120]}")
+                traceback.print_exc(file=sys.stderr)
 
     # Backward (deterministic and not).
     key = ("bwd", case.dtype, d)
@@ -394,20 +397,29 @@ def run_case(case: Case, tokens, rng):
                 **errs)
         except Exception as ex:  # noqa: BLE001
             msg = str(ex)
-            if _refusal_expected(det, e) and "cannot serve" in msg:
-                # The documented refusal (backends.py, support.h admit_bwd): a SKIP row.
-                row(name, "SKIP (refused: " + msg.split("cannot serve this call: ")[-1][:90]
-                    + ")")
+            if _refusal_expected(msg, det, e):
+                row(name, "SKIP (refused: " + _reason(msg) + ")")
                 continue
             row(name, f"ERROR {type(ex).__name__}: {msg.splitlines()[0][:120]}")
             traceback.print_exc(file=sys.stderr)
     return rows
 
 
-def _refusal_expected(deterministic: bool, num_extra: int) -> bool:
-    """The backward calls BACKEND refuses by its documented rule: the sm90 backward computes
-    neither deterministic=True nor additional keys/values (the sm80 one serves those)."""
-    return BACKEND == "sm90" and (deterministic or num_extra > 0)
+def _refusal_expected(msg: str, deterministic: bool, num_extra: int,
+                      forward: bool = False) -> bool:
+    """A refusal BACKEND's documented rule makes (backends.py, sm90/support.h), a SKIP row:
+    the sm90 kernels' TMA box limit (tile side x dilation <= 256; the selection rule picks
+    other boxes or sm80), and the sm90 backward, which computes neither deterministic=True
+    nor additional keys/values (the sm80 one serves those)."""
+    if BACKEND != "sm90" or "cannot serve" not in msg:
+        return False
+    if "TMA box limit" in msg:
+        return True
+    return not forward and (deterministic or num_extra > 0)
+
+
+def _reason(msg: str) -> str:
+    return msg.split("cannot serve this call: ")[-1].split(" [executable")[0][:100]
 
 
 def run_rejects(tokens) -> list[dict]:

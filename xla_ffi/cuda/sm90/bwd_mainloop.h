@@ -33,8 +33,10 @@
 namespace jax_gna {
 namespace sm90 {
 
-// Named barriers of the backward (CUTLASS user ids): one per consumer warpgroup (128 threads).
-enum : uint32_t { kBwdBarWG0 = 0, kBwdBarWG1 = 1 };
+// Named barriers of the backward (CUTLASS user ids): one per consumer warpgroup (128
+// threads), and the two turn barriers of the warpgroups' alternation on the tensor cores
+// (256: the 128 threads whose turn it is sync, the other warpgroup's 128 arrive).
+enum : uint32_t { kBwdBarWG0 = 0, kBwdBarWG1 = 1, kBwdBarTurnWG0 = 2, kBwdBarTurnWG1 = 3 };
 
 template <class Traits>
 struct BwdMainloop {
@@ -199,6 +201,13 @@ struct BwdMainloop {
     const int n = num_visits(d, it);
     float* stage = ss.dq_stage + wg * (kBlockM * kHeadDim);
     if (n > 0) Barrier::wait(&ss.kv_full, 0);
+    // The warpgroups take turns issuing their S^T / dP^T GEMMs and their dV / dK GEMMs (turn
+    // order WG0, WG1, WG0, ...), so one's exponentials, dS and dQ staging run while the
+    // other's GEMMs hold the tensor cores. Warpgroup 0 goes first.
+    const uint32_t turn_mine = wg == 0 ? kBwdBarTurnWG0 : kBwdBarTurnWG1;
+    const uint32_t turn_other = wg == 0 ? kBwdBarTurnWG1 : kBwdBarTurnWG0;
+    constexpr uint32_t kTurnThreads = Traits::kNumMmaThreads;
+    if (wg == 1) NamedBarrier::arrive(kTurnThreads, kBwdBarTurnWG0);
 
     for (int v = 0; v < n; ++v) {
       const int s = v % kStages;
@@ -206,8 +215,10 @@ struct BwdMainloop {
       asm volatile("" ::: "memory");  // the visit record after the wait (acquire)
       const BwdVisit vis = ss.visit[s];
 
+      NamedBarrier::sync(kTurnThreads, turn_mine);
       gemm_issue<true>(mma_sdp, tSrK, tSrQ(_, _, _, s), acc_s);
       gemm_issue<true>(mma_sdp, tSrV, tSrdO(_, _, _, s), acc_dp);
+      NamedBarrier::arrive(kTurnThreads, turn_other);
       warpgroup_wait<1>();  // S^T is done
       warpgroup_fence_operand(acc_s);
       if (!vis.interior) {
@@ -235,8 +246,10 @@ struct BwdMainloop {
       cutlass::arch::fence_view_async_shared();  // generic-proxy writes -> WGMMA reads
       NamedBarrier::sync(128, bar);
 
+      NamedBarrier::sync(kTurnThreads, turn_mine);
       gemm_issue<false>(mma_dkv, rP, tdVrdO(_, _, _, s), acc_dv);
       gemm_issue<false>(mma_dkv, rdS, tdKrQ(_, _, _, s), acc_dk);
+      NamedBarrier::arrive(kTurnThreads, turn_other);
       warpgroup_wait<0>();
       warpgroup_fence_operand(acc_dv);
       warpgroup_fence_operand(acc_dk);
