@@ -1,14 +1,25 @@
-"""Validation of the tensors handed to ``jax_gna.attention``: clear errors, before any trace
-or launch. Window parameters are validated in ``jax_gna.semantics.make_params``."""
+"""Validation of the public API's arguments: clear errors naming the argument, the value and
+the rule, before any trace or launch. Window parameters are validated in
+``jax_gna.semantics.make_params``."""
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import jax.numpy as jnp
 import numpy as np
 
 _FLOAT_DTYPES = (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64)
+
+
+# The jnp reference gathers tokens with int32 flat indices (jnp indices are int32 unless
+# jax_enable_x64 is on), so a batch item may hold at most this many tokens there.
+MAX_REFERENCE_TOKENS = 2**31 - 1
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
 
 
 def _shape(x, name):
@@ -31,6 +42,10 @@ def check_tensors(query, key, value, additional_keys, additional_values) -> int:
         if s[:-2] != qs[:-2]:
             raise ValueError(f"{name} batch and spatial dims {s[:-2]} must equal query's "
                              f"{qs[:-2]}")
+    for name, s in (("query", qs), ("key", ks), ("value", vs)):
+        if min(s) < 1:
+            raise ValueError(f"{name} has an empty axis: shape {s}; every axis must have "
+                             f"size >= 1")
     if ks[-2] != vs[-2]:
         raise ValueError(f"key and value must have the same number of heads; got "
                          f"{ks[-2]} and {vs[-2]}")
@@ -39,8 +54,6 @@ def check_tensors(query, key, value, additional_keys, additional_values) -> int:
     if ks[-2] < 1 or qs[-2] % ks[-2]:
         raise ValueError(f"query heads ({qs[-2]}) must be a multiple of key/value heads "
                          f"({ks[-2]}) (GQA/MQA)")
-    if min(qs) < 1 or vs[-1] < 1:
-        raise ValueError(f"query has an empty axis: shape {qs}")
     dtypes = {query.dtype, key.dtype, value.dtype}
     if len(dtypes) != 1:
         raise TypeError(f"query, key and value must share one dtype; got {query.dtype}, "
@@ -113,3 +126,112 @@ def check_query_boxes(boxes, spatial: tuple[int, ...]) -> tuple:
                                  f"0 <= lo < hi <= {n} (spatial size along dim {d})")
         out.append(pairs)
     return tuple(out)
+
+
+def check_flag(value, name: str) -> bool:
+    """A static Python bool (``numpy.bool_`` too); anything else is a TypeError."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool (True or False, a static value); got "
+                        f"{value!r} of type {type(value).__name__}")
+    return bool(value)
+
+
+def check_reference_token_count(spatial_shape) -> None:
+    """The jnp reference indexes the tokens of one batch item with int32."""
+    tokens = math.prod(int(n) for n in spatial_shape)
+    if tokens > MAX_REFERENCE_TOKENS:
+        raise ValueError(f"the jnp reference backend supports at most {MAX_REFERENCE_TOKENS} "
+                         f"(2**31 - 1) tokens per batch item (it gathers tokens with int32 "
+                         f"indices); got spatial shape {tuple(spatial_shape)} = {tokens} "
+                         f"tokens. Split the grid over devices (context parallelism) or run "
+                         f"a CUDA kernel backend, whose offsets are 64-bit")
+
+
+# ----------------------------------------------------------------------------------------
+# merge_attentions
+# ----------------------------------------------------------------------------------------
+
+
+def _describe(x) -> str:
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return f"an array of shape {tuple(x.shape)} and dtype {x.dtype}"
+    return f"{type(x).__name__} {x!r}"
+
+
+def check_merge_inputs(outputs, lses) -> tuple[list, list]:
+    """Lists of partial outputs ``[..., heads, head_dim]`` and their LSEs ``[..., heads]``:
+    one entry per partial attention, alike in shape, each group in one floating dtype."""
+    for name, xs in (("outputs", outputs), ("lses", lses)):
+        if not isinstance(xs, (list, tuple)):
+            raise TypeError(f"merge_attentions: {name} must be a list or tuple with one array "
+                            f"per partial attention; got {_describe(xs)}. A stacked array is "
+                            f"not split along an axis: pass [{name[:-1]}_a, {name[:-1]}_b, ...]")
+    outputs, lses = list(outputs), list(lses)
+    if not outputs or len(outputs) != len(lses):
+        raise ValueError(f"merge_attentions needs as many outputs as lses (>= 1); got "
+                         f"{len(outputs)} and {len(lses)}")
+    for name, xs in (("outputs", outputs), ("lses", lses)):
+        for i, x in enumerate(xs):
+            _shape(x, f"merge_attentions: {name}[{i}]")
+            if not jnp.issubdtype(x.dtype, jnp.floating):
+                raise TypeError(f"merge_attentions: {name}[{i}] must have a floating dtype; "
+                                f"got {x.dtype}")
+            if x.dtype != xs[0].dtype:
+                raise TypeError(f"merge_attentions: {name} must share one dtype; got "
+                                f"{xs[0].dtype} ({name}[0]) and {x.dtype} ({name}[{i}])")
+    for i, (o, l) in enumerate(zip(outputs, lses)):
+        if o.ndim < 2 or o.shape[:-1] != l.shape or o.shape != outputs[0].shape:
+            raise ValueError(f"outputs[{i}] shape {o.shape} and lses[{i}] shape {l.shape} "
+                             f"must be [..., heads, head_dim] and [..., heads], alike for all")
+    return outputs, lses
+
+
+# ----------------------------------------------------------------------------------------
+# Context parallelism and the Flax layers
+# ----------------------------------------------------------------------------------------
+
+
+def check_spatial_axis(spatial_axis, rank: int) -> int:
+    """The split spatial dim, in [-rank, rank); returned non-negative."""
+    if not _is_int(spatial_axis) or not -rank <= spatial_axis < rank:
+        raise ValueError(f"spatial_axis must be an int in [{-rank}, {rank}) for {rank} "
+                         f"spatial dim(s); got {spatial_axis!r}")
+    return int(spatial_axis) % rank
+
+
+def check_mesh_axes(mesh, axis_name, batch_axis) -> None:
+    """``axis_name`` (and ``batch_axis`` unless None) name distinct axes of ``mesh``."""
+    axes = dict(mesh.shape)
+    named = [("axis_name", axis_name)] + ([("batch_axis", batch_axis)]
+                                          if batch_axis is not None else [])
+    for name, axis in named:
+        if axis not in axes:
+            raise ValueError(f"{name} {axis!r} is not an axis of the mesh {axes}")
+    if batch_axis == axis_name:
+        raise ValueError(f"batch_axis {batch_axis!r} must differ from axis_name "
+                         f"{axis_name!r}: one mesh axis cannot split both the batch and the "
+                         f"spatial dim")
+
+
+def check_layer_sizes(module_name: str, **sizes) -> None:
+    """Each size (``num_heads=8``, ...) must be a positive int; None means not given."""
+    for name, n in sizes.items():
+        if n is None:
+            continue
+        if not _is_int(n):
+            raise TypeError(f"{module_name}: {name} must be a positive int; got {n!r} of type "
+                            f"{type(n).__name__}")
+        if n < 1:
+            raise ValueError(f"{module_name}: {name} must be a positive int (>= 1); got {n}")
+
+
+def check_head_layout(module_name: str, num_heads: int, num_kv_heads: int,
+                      qkv_features: int) -> int:
+    """Heads of a layer (sizes already checked positive); returns the head dim."""
+    if num_heads % num_kv_heads:
+        raise ValueError(f"{module_name}: num_heads ({num_heads}) must be divisible by "
+                         f"num_kv_heads ({num_kv_heads})")
+    if qkv_features % num_heads:
+        raise ValueError(f"{module_name}: qkv_features ({qkv_features}) must be divisible by "
+                         f"num_heads ({num_heads})")
+    return qkv_features // num_heads

@@ -36,7 +36,8 @@ def attention(query, key, value, kernel_size, stride=1, dilation=1, is_causal=Fa
       scale: softmax scale; default ``head_dim ** -0.5``.
       additional_keys, additional_values: ``[batch, n_extra, heads_kv, head_dim(_v)]``
         tokens every query also attends to (softmax over the union).
-      return_lse: also return the float32 log-sum-exp ``[batch, *spatial, heads_q]``.
+      return_lse: also return the log-sum-exp ``[batch, *spatial, heads_q]``: float32 for
+        float16/bfloat16/float32 inputs, float64 for float64 inputs.
       backend: None (best available, see ``jax_gna.backends``), ``"reference"`` or a kernel
         family (``"sm80"``, ``"sm90"``), which raises if it cannot serve the case.
       q_tile, kv_tile: kernel tile boxes (tokens per spatial dim); default: chosen per case.
@@ -45,7 +46,12 @@ def attention(query, key, value, kernel_size, stride=1, dilation=1, is_causal=Fa
     Returns:
       ``out`` ``[batch, *spatial, heads_q, head_dim_v]`` in query's dtype, and the LSE when
       ``return_lse``.
+
+    Differentiable once in reverse mode (``jax.grad``, ``jax.vjp``; all inputs and the
+    LSE); second-order derivatives raise ``NotImplementedError``. Non-finite inputs: see
+    docs/numerics.md.
     """
+    return_lse = _checks.check_flag(return_lse, "return_lse")
     config, operands = _prepare(query, key, value, kernel_size, stride, dilation, is_causal,
                                 scale, additional_keys, additional_values, backend, q_tile,
                                 kv_tile, deterministic)
@@ -74,7 +80,7 @@ def _prepare(query, key, value, kernel_size, stride, dilation, is_causal, scale,
         spatial_shape=spatial, params=params, scale=scale, backend=backend,
         q_tile=_checks.check_tile(q_tile, rank, "q_tile"),
         kv_tile=_checks.check_tile(kv_tile, rank, "kv_tile"),
-        deterministic=bool(deterministic))
+        deterministic=_checks.check_flag(deterministic, "deterministic"))
     if additional_keys is None:
         b, hkv = query.shape[0], key.shape[-2]
         additional_keys = jnp.zeros((b, 0, hkv, key.shape[-1]), key.dtype)
@@ -271,17 +277,13 @@ _gna_switch.defvjp(_gna_switch_fwd, _gna_switch_bwd)
 def merge_attentions(outputs, lses):
     """Combine attentions over disjoint key sets into attention over their union.
 
+    ``outputs`` and ``lses`` are lists (or tuples) with one entry per partial attention:
     ``outputs[i]`` is ``[batch, *spatial, heads, head_dim]`` and ``lses[i]`` its LSE
-    ``[batch, *spatial, heads]``; returns ``(out, lse)``, differentiable in all inputs.
+    ``[batch, *spatial, heads]``; the outputs share one dtype, the LSEs another. Returns
+    ``(out, lse)``, differentiable in all inputs: ``out`` in the outputs' dtype, ``lse``
+    float64 when the LSEs are float64, else float32.
     """
-    outputs, lses = list(outputs), list(lses)
-    if not outputs or len(outputs) != len(lses):
-        raise ValueError(f"merge_attentions needs as many outputs as lses (>= 1); got "
-                         f"{len(outputs)} and {len(lses)}")
-    for i, (o, l) in enumerate(zip(outputs, lses)):
-        if o.shape[:-1] != l.shape or o.shape != outputs[0].shape:
-            raise ValueError(f"outputs[{i}] shape {o.shape} and lses[{i}] shape {l.shape} "
-                             f"must be [..., heads, head_dim] and [..., heads], alike for all")
+    outputs, lses = _checks.check_merge_inputs(outputs, lses)
     lse = jnp.stack([l.astype(jnp.float32) if l.dtype != jnp.float64 else l for l in lses])
     total = jax.nn.logsumexp(lse, axis=0)
     # A row whose every part saw nothing has total = -inf; keep its weights at zero.

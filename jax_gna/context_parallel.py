@@ -313,10 +313,8 @@ def context_parallel_attention(query, key, value, kernel_size, stride=1, dilatio
       on the whole grid returns for these positions, to rounding.
     """
     rank = _checks.check_tensors(query, key, value, additional_keys, additional_values)
-    if not isinstance(spatial_axis, int) or not -rank <= spatial_axis < rank:
-        raise ValueError(f"spatial_axis must be an int in [{-rank}, {rank}) for {rank} "
-                         f"spatial dim(s); got {spatial_axis!r}")
-    spatial_axis %= rank
+    spatial_axis = _checks.check_spatial_axis(spatial_axis, rank)
+    return_lse = _checks.check_flag(return_lse, "return_lse")
     try:
         devices = _axis_size(axis_name)
     except (NameError, KeyError, ValueError) as e:
@@ -394,13 +392,9 @@ def context_parallel_attention_on_mesh(query, key, value, kernel_size, stride=1,
     ``context_parallel_attention`` inside your own ``shard_map``.
     """
     rank = _checks.check_tensors(query, key, value, additional_keys, additional_values)
-    if not isinstance(spatial_axis, int) or not -rank <= spatial_axis < rank:
-        raise ValueError(f"spatial_axis must be an int in [{-rank}, {rank}) for {rank} "
-                         f"spatial dim(s); got {spatial_axis!r}")
-    spatial_axis %= rank
-    if axis_name not in mesh.shape:
-        raise ValueError(f"axis_name {axis_name!r} is not an axis of the mesh "
-                         f"{dict(mesh.shape)}")
+    spatial_axis = _checks.check_spatial_axis(spatial_axis, rank)
+    return_lse = _checks.check_flag(return_lse, "return_lse")
+    _checks.check_mesh_axes(mesh, axis_name, batch_axis)
     devices = int(mesh.shape[axis_name])
     length = int(query.shape[1 + spatial_axis])
     if length % devices:

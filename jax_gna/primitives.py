@@ -12,6 +12,10 @@ Two layers, as in ``jax/_src/cudnn/fused_attention_stablehlo.py``:
 Operands always include the additional keys/values (``[B, 0, Hkv, D]`` when there are none),
 so every layer sees one signature. The backward also takes the LSE cotangent (zeros unless
 the caller differentiates the returned LSE), folded into the softmax correction term.
+
+``jax_gna.attention`` differentiates through a ``custom_vjp`` whose backward is ``gna_bwd_p``;
+the primitives themselves have no derivatives, so their JVP rules only raise a clear error
+(reached by second-order differentiation).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax.extend.core import Primitive
-from jax.interpreters import batching, mlir
+from jax.interpreters import ad, batching, mlir
 
 from jax_gna import backends
 from jax_gna._config import AttentionConfig
@@ -174,6 +178,29 @@ def _bwd_batch(args, dims, *, config):
 
 batching.primitive_batchers[gna_fwd_p] = _fwd_batch
 batching.primitive_batchers[gna_bwd_p] = _bwd_batch
+
+
+# ----------------------------------------------------------------------------------------
+# Differentiation: first order goes through the custom_vjp of jax_gna.attention; anything
+# that differentiates the primitives themselves (grad of grad, hessian) is refused here.
+# ----------------------------------------------------------------------------------------
+
+
+SECOND_ORDER_ERROR = (
+    "jax_gna.attention supports first-order reverse-mode differentiation only (jax.grad, "
+    "jax.vjp, jax.value_and_grad, also under vmap): its gradient is computed by a fused "
+    "backward kernel (or the tiled reference backward) that has no derivative rule of its "
+    "own, so second-order derivatives (grad of grad, jax.hessian, jvp of grad) are not "
+    "supported")
+
+
+def _no_derivative(primals, tangents, **params):
+    del primals, tangents, params
+    raise NotImplementedError(SECOND_ORDER_ERROR)
+
+
+ad.primitive_jvps[gna_fwd_p] = _no_derivative
+ad.primitive_jvps[gna_bwd_p] = _no_derivative
 
 
 # ----------------------------------------------------------------------------------------

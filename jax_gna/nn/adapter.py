@@ -42,8 +42,8 @@ def make_attention_fn(spatial_shape: Sequence[int], kernel_size: Any, stride: An
     ``module`` (``sow_weights=True``: the attention matrix never exists), a call-time
     ``is_causal=True`` (causality is per spatial dim: pass it here instead) and AQT einsum
     overrides. ``dtype`` casts q/k/v like Flax's ``dot_product_attention``; ``precision`` is
-    not forwarded (GNA always accumulates in float32); ``force_fp32_for_softmax`` is already
-    what GNA does.
+    not forwarded (GNA accumulates in float32, float64 for float64 inputs);
+    ``force_fp32_for_softmax`` is already what GNA does.
     """
     spatial_shape = tuple(int(n) for n in spatial_shape)
     params = semantics.make_params(spatial_shape, kernel_size, stride, dilation, is_causal)

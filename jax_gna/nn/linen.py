@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from jax_gna import _checks
 from jax_gna.nn import _common
 
 __all__ = ["NeighborhoodAttention1D", "NeighborhoodAttention2D", "NeighborhoodAttention3D"]
@@ -56,6 +57,11 @@ class _NeighborhoodAttention(nn.Module):
         """
         del deterministic
         name = type(self).__name__
+        _checks.check_layer_sizes(name, num_heads=self.num_heads,
+                                  qkv_features=self.qkv_features,
+                                  out_features=self.out_features,
+                                  num_kv_heads=self.num_kv_heads,
+                                  in_extra_features=self.in_extra_features)
         ks, st, dl, ca = _common.normalize_gna_args(self.rank, self.kernel_size, self.stride,
                                                     self.dilation, self.is_causal)
         in_features = inputs.shape[-1]
@@ -65,13 +71,7 @@ class _NeighborhoodAttention(nn.Module):
         qkv_features = self.qkv_features or in_features
         out_features = self.out_features or in_features
         num_kv_heads = self.num_kv_heads or self.num_heads
-        if self.num_heads % num_kv_heads != 0:
-            raise ValueError(f"{name}: num_heads ({self.num_heads}) must be divisible by "
-                             f"num_kv_heads ({num_kv_heads})")
-        if qkv_features % self.num_heads != 0:
-            raise ValueError(f"{name}: qkv_features ({qkv_features}) must be divisible by "
-                             f"num_heads ({self.num_heads})")
-        head_dim = qkv_features // self.num_heads
+        head_dim = _checks.check_head_layout(name, self.num_heads, num_kv_heads, qkv_features)
 
         def projection(heads, name):
             return nn.DenseGeneral(features=(heads, head_dim), axis=-1, dtype=self.dtype,

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jax_gna import _checks
 from jax_gna.nn import _common
 
 __all__ = ["NeighborhoodAttention1D", "NeighborhoodAttention2D", "NeighborhoodAttention3D"]
@@ -68,18 +69,17 @@ class _NeighborhoodAttention(nnx.Module):
         rngs: nnx.Rngs,
     ):
         name = type(self).__name__
+        _checks.check_layer_sizes(name, num_heads=num_heads, in_features=in_features,
+                                  qkv_features=qkv_features, out_features=out_features,
+                                  num_kv_heads=num_kv_heads,
+                                  in_extra_features=in_extra_features)
         self.num_heads = num_heads
         self.in_features = in_features
         self.qkv_features = qkv_features if qkv_features is not None else in_features
         self.out_features = out_features if out_features is not None else in_features
         self.num_kv_heads = num_kv_heads if num_kv_heads is not None else num_heads
-        if self.num_heads % self.num_kv_heads != 0:
-            raise ValueError(f"{name}: num_heads ({self.num_heads}) must be divisible by "
-                             f"num_kv_heads ({self.num_kv_heads})")
-        if self.qkv_features % self.num_heads != 0:
-            raise ValueError(f"{name}: qkv_features ({self.qkv_features}) must be divisible "
-                             f"by num_heads ({self.num_heads})")
-        self.head_dim = self.qkv_features // self.num_heads
+        self.head_dim = _checks.check_head_layout(name, self.num_heads, self.num_kv_heads,
+                                                  self.qkv_features)
         (self.kernel_size, self.stride, self.dilation,
          self.is_causal) = _common.normalize_gna_args(self.rank, kernel_size, stride,
                                                       dilation, is_causal)

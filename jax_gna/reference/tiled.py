@@ -9,6 +9,12 @@ query-tile-major over the same spans, dK/dV key-tile-major over the inverse neig
 
 Tiles are processed in chunks by a ``lax.scan`` over ``vmap``-ed tiles; the chunk size keeps
 the live logits under a memory budget (``JAX_GNA_REFERENCE_MEMORY_MB``, default by platform).
+
+A tile computes every (own token, partner token) pair of its span; pairs that do not attend
+contribute exactly nothing, even when an operand is NaN or inf: their scores and score
+gradients are selected away (``jnp.where``), and each product that sums over the span goes
+through ``_masked_einsum``, so a non-finite value reaches only the results of the tokens
+that attend to it (docs/numerics.md).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax_gna import _checks
 from jax_gna._config import AttentionConfig
 from jax_gna.semantics import window_1d, tile_map_1d
 
@@ -243,6 +250,32 @@ def _chunk_for(bytes_per_tile: int, budget: int) -> int:
     return max(1, budget // max(1, bytes_per_tile))
 
 
+def _masked_einsum(spec: str, weights, values, mask, mask_letters: str):
+    """``einsum(spec, weights, values)`` where the (own, partner) pairs outside ``mask``
+    contribute exactly nothing, even where ``values`` is NaN or inf (a plain product would
+    add 0 * nan = nan to every result that sums over such a pair).
+
+    ``weights`` is already 0 outside the mask; ``mask`` is boolean over the two pair letters
+    ``mask_letters`` of ``spec``'s first operand. The product runs on the values with
+    non-finite entries zeroed; a result row that an attending pair brings a non-finite value
+    into is NaN as a whole (the rows are ``values``' tokens summed over: one finite check per
+    token, then a product of the size of the scores, not of the output).
+    """
+    inputs, out = spec.split("->")
+    weight_letters, value_letters = inputs.split(",")
+    finite = jnp.isfinite(values)
+    result = jnp.einsum(spec, weights, jnp.where(finite, values, 0), precision=_HIGHEST)
+    # The token's own feature letters (head dim): one flag per token and head.
+    feature_axes = tuple(i for i, c in enumerate(value_letters) if c not in weight_letters)
+    token_letters = "".join(c for c in value_letters if c in weight_letters)
+    token_bad = jnp.logical_not(jnp.all(finite, axis=feature_axes))
+    kept = "".join(c for c in out if c in mask_letters + token_letters)
+    hits = jnp.einsum(f"{mask_letters},{token_letters}->{kept}", mask.astype(jnp.float32),
+                      token_bad.astype(jnp.float32))
+    hits = hits.reshape([hits.shape[kept.index(c)] if c in kept else 1 for c in out])
+    return jnp.where(hits > 0, jnp.asarray(jnp.nan, result.dtype), result)
+
+
 # ----------------------------------------------------------------------------------------
 # Forward
 # ----------------------------------------------------------------------------------------
@@ -256,6 +289,7 @@ def tiled_attention_fwd(query, key, value, additional_keys, additional_values,
                         config: AttentionConfig, *, platform: str | None = None,
                         tile: tuple[int, ...] | None = None):
     """GNA forward -> (out [B, *spatial, Hq, Dv] in query's dtype, lse [B, *spatial, Hq])."""
+    _checks.check_reference_token_count(config.spatial_shape)
     plans = _plans(config, False, tile)
     b, hq, d = query.shape[0], query.shape[-2], query.shape[-1]
     hkv, dv = key.shape[-2], value.shape[-1]
@@ -283,12 +317,13 @@ def tiled_attention_fwd(query, key, value, additional_keys, additional_values,
             se = jnp.einsum("bqhgd,bkhd->bhgqk", qb, ek, precision=_HIGHEST) * config.scale
             s = jnp.concatenate([s, se], axis=-1)
             vb = jnp.concatenate([vb, ev], axis=1)
+            mask = jnp.concatenate([mask, jnp.ones((t, n_extra), bool)], axis=1)
         m = jnp.max(s, axis=-1, keepdims=True)
         m = jnp.where(jnp.isfinite(m), m, 0.0)   # padded query rows see nothing
         p = jnp.exp(s - m)
         l = jnp.sum(p, axis=-1, keepdims=True)
-        out = jnp.einsum("bhgqk,bkhd->bqhgd", p / jnp.where(l > 0, l, 1.0), vb,
-                         precision=_HIGHEST)
+        out = _masked_einsum("bhgqk,bkhd->bqhgd", p / jnp.where(l > 0, l, 1.0), vb, mask,
+                             "qk")
         lse = (m + jnp.log(l))[..., 0]                       # [b, h, g, q]
         lse = jnp.moveaxis(lse, 3, 1).reshape(b, t, hq)
         return (out.reshape(b, t, hq, dv).astype(query.dtype), lse), ()
@@ -314,6 +349,7 @@ def tiled_attention_bwd(query, key, value, additional_keys, additional_values, o
     ``dlse`` is the cotangent of the returned LSE (None: zero). Since d(lse)/d(logits) = P,
     it only shifts the softmax correction: dS = P * (dP - (rowsum(dO * O) - dLSE)).
     """
+    _checks.check_reference_token_count(config.spatial_shape)
     b, hq, d = query.shape[0], query.shape[-2], query.shape[-1]
     hkv, dv = key.shape[-2], value.shape[-1]
     g = hq // hkv
@@ -357,8 +393,8 @@ def tiled_attention_bwd(query, key, value, additional_keys, additional_values, o
         s = jnp.einsum("bqhgd,bkhd->bhgqk", qb, kb, precision=_HIGHEST) * scale
         p = jnp.where(mask, jnp.exp(s - lb), 0.0)
         dp = jnp.einsum("bqhgd,bkhd->bhgqk", dob, vb, precision=_HIGHEST)
-        ds = p * (dp - db)
-        dqb = jnp.einsum("bhgqk,bkhd->bqhgd", ds, kb, precision=_HIGHEST) * scale
+        ds = jnp.where(mask, p * (dp - db), 0.0)
+        dqb = _masked_einsum("bhgqk,bkhd->bqhgd", ds, kb, mask, "qk") * scale
         extra = ()
         if n_extra:
             dse, pe = ds[..., -n_extra:], p[..., -n_extra:]
@@ -396,10 +432,10 @@ def tiled_attention_bwd(query, key, value, additional_keys, additional_values, o
         db = jnp.moveaxis(delta[:, partner].reshape(b, qspan, hkv, g), 1, 3)[..., None]
         s = jnp.einsum("bqhgd,bkhd->bhgqk", qb, kb, precision=_HIGHEST) * scale
         p = jnp.where(mask.T, jnp.exp(s - lb), 0.0)
-        dvb = jnp.einsum("bhgqk,bqhgd->bkhd", p, dob, precision=_HIGHEST)
+        dvb = _masked_einsum("bhgqk,bqhgd->bkhd", p, dob, mask.T, "qk")
         dp = jnp.einsum("bqhgd,bkhd->bhgqk", dob, vb, precision=_HIGHEST)
-        ds = p * (dp - db)
-        dkb = jnp.einsum("bhgqk,bqhgd->bkhd", ds, qb, precision=_HIGHEST) * scale
+        ds = jnp.where(mask.T, p * (dp - db), 0.0)
+        dkb = _masked_einsum("bhgqk,bqhgd->bkhd", ds, qb, mask.T, "qk") * scale
         return (dkb.astype(key.dtype), dvb.astype(value.dtype)), ()
 
     num_tiles = math.prod(p.num_tiles for p in kplans)
