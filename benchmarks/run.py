@@ -1,9 +1,13 @@
-"""The GNA benchmark suite (docs/semantics.md): every case and stride, forward and
+"""The GNA benchmark suite (jax_gna/simulator/suite.py): every case and stride, forward and
 forward+backward, each available backend next to dense baselines and the simulator bounds.
 
     python benchmarks/run.py --out bench_out                 # full suite (GPU)
     python benchmarks/run.py --subset --out bench_out        # < 3 min on an H200
     python benchmarks/run.py --tiny --out /tmp/b             # scaled-down, runs on a CPU
+
+The suite's sizes are GPU-sized: on a CPU, without ``--tiny``, a run whose calls exceed
+``jax_gna.profile.CPU_FLOP_BUDGET`` FLOPs is refused with a pointer to ``--tiny`` (``--force``
+runs it anyway). Progress (one line per measurement and phase) goes to stderr.
 
 One run writes ``results.json`` (every measurement, skip reason and simulator figure),
 ``results.md`` (the table printed last) and ``speedups.png`` (achieved vs bound speedups).
@@ -50,12 +54,18 @@ DIRECTIONS = ("fwd", "fwd+bwd")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="GNA benchmark suite (docs/semantics.md).")
+    p = argparse.ArgumentParser(
+        description="The GNA benchmark suite: every case and stride, each available backend "
+                    "next to dense baselines and the simulator's bounds. The suite's sizes "
+                    "are GPU-sized; on a CPU use --tiny (without it the run is refused unless "
+                    "--force). Progress goes to stderr, the table to stdout.")
     p.add_argument("--out", default="bench_out", help="output directory")
     p.add_argument("--subset", action="store_true",
                    help="quick run: last stride of each case, forward only, few repeats")
     p.add_argument("--tiny", action="store_true",
-                   help="scaled-down shapes (CPU-friendly; default dtype fp32)")
+                   help="the suite scaled down for a CPU: same cases and kinds of stride, "
+                        "shapes of about 1k tokens, 2 heads of dim 32, default dtype fp32 "
+                        "(on 2 CPU cores: about 2 min, with --subset 15 s)")
     p.add_argument("--cases", nargs="+", help="suite case names (default: all)")
     p.add_argument("--backends", nargs="+",
                    help="GNA backends and/or baselines (cudnn-dense, xla-dense); default: "
@@ -68,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, help="default 3 (subset: 1)")
     p.add_argument("--repeats", type=int, help="default 10 (subset: 3)")
     p.add_argument("--input-sets", type=int, default=3)
-    p.add_argument("--force", action="store_true", help="run even if memory looks short")
+    p.add_argument("--force", action="store_true",
+                   help="run even if memory looks short or the sizes are GPU-sized for this "
+                        "CPU")
     p.add_argument("--device-trace", default=None, action=argparse.BooleanOptionalAction,
                    help="time from the device's kernel records (10 traced calls per "
                         "measurement; wall time stays in the JSON); default: on for CUDA GPUs")
@@ -97,6 +109,36 @@ def _default_backends(subset: bool) -> list[str]:
     return gna + [profile.CUDNN_DENSE, profile.XLA_DENSE]
 
 
+class Refused(Exception):
+    """The run would take hours on this platform (GPU-sized problems on a CPU)."""
+
+
+def _cpu_refusal(suite, subset, directions, dtype, impls) -> str | None:
+    """On a CPU: which selected cases are GPU-sized (``profile.cpu_size_refusal``), as one
+    line, or None."""
+    import jax
+    if jax.default_backend() != "cpu":
+        return None
+    big = {}
+    for case in suite:
+        for direction in directions:
+            for stride in (case.strides[-1:] if subset else case.strides):
+                cfg = profile.ProfileConfig.create(
+                    case.shape, case.kernel_size, stride, batch=case.batch, heads=case.heads,
+                    head_dim=case.head_dim, dtype=dtype, backprop=direction == "fwd+bwd")
+                if profile.cpu_size_refusal(cfg, impls) is not None:
+                    worst = max(profile.flops(cfg, "dense" if i in profile.DENSE_IMPLS
+                                              else "gna") for i in impls
+                                if i != profile.CUDNN_DENSE)
+                    big[case.name] = max(big.get(case.name, 0.0), worst)
+    if not big:
+        return None
+    cases = ", ".join(f"{name} ~{f:.0e}" for name, f in big.items())
+    return (f"the suite's sizes are GPU-sized for a CPU (FLOP per call: {cases}; the budget "
+            f"is {profile.CPU_FLOP_BUDGET:.0e}); on a CPU run python benchmarks/run.py --tiny "
+            "[--subset] (the suite scaled down), or pass --force")
+
+
 def _describe(m: dict) -> str:
     if "skipped" in m:
         return f"skipped ({m['skipped']})"
@@ -121,8 +163,28 @@ def run(args) -> dict:
                device_trace=args.device_trace, settle_s=args.settle_s)
     interleaved = on_cuda if args.interleaved is None else args.interleaved
 
+    suite = get_suite(tiny, args.cases)
+    if not tiny and not args.force:
+        why = _cpu_refusal(suite, subset, directions, dtype, impls)
+        if why is not None:
+            raise Refused(why)
+
+    def count(case):
+        strides = case.strides[-1:] if subset else case.strides
+        bracket = 1 if baseline in dense_impls and gna_impls else 0
+        return len(directions) * (len(dense_impls) + len(strides) * len(gna_impls) + bracket)
+    total, done = sum(count(case) for case in suite), [0]
+
+    def timed(cfg, impl, label):
+        """``profile.measure`` with a numbered progress line per phase."""
+        done[0] += 1
+        step = f"[{done[0]}/{total}] {label} {impl}: "
+        return profile.measure(cfg, impl, progress=lambda phase: _log(step + phase), **mkw)
+
+    _log(f"{total} measurements ({len(suite)} cases, {', '.join(directions)}; "
+         f"{', '.join(impls)}) on {_timing.platform_description()['device_kind']}")
     rows, sims = [], []
-    for case in get_suite(tiny, args.cases):
+    for case in suite:
         strides = case.strides[-1:] if subset else case.strides
         for direction in directions:
             base_cfg = profile.ProfileConfig.create(
@@ -132,7 +194,7 @@ def run(args) -> dict:
             # and the baseline once more after the GNA ones (bracketing; see _bracket).
             dense = {}
             for impl in dense_impls:
-                m = profile.measure(base_cfg, impl, **mkw)
+                m = timed(base_cfg, impl, f"{case.name} {direction}")
                 _log(f"[{case.name} {direction}] {impl}: {_describe(m)}")
                 dense[impl] = m
             gna_rows = []
@@ -143,12 +205,13 @@ def run(args) -> dict:
                 if direction == directions[0]:
                     sims.append({"case": case.name, **sim.to_dict()})
                 for impl in gna_impls:
-                    m = profile.measure(cfg, impl, **mkw)
+                    m = timed(cfg, impl, f"{case.name} {direction} stride "
+                                         f"{'x'.join(map(str, stride))}")
                     _log(f"[{case.name} {direction} stride {'x'.join(map(str, stride))}] "
                          f"{impl}: {_describe(m)}")
                     gna_rows.append((stride, impl, m, sim))
             if baseline in dense and gna_rows:
-                again = profile.measure(base_cfg, baseline, **mkw)
+                again = timed(base_cfg, baseline, f"{case.name} {direction} (again)")
                 _log(f"[{case.name} {direction}] {baseline} again: {_describe(again)}")
                 dense[baseline] = _bracket(dense[baseline], again)
             ref_ms = dense.get(baseline, {}).get("median_ms")
@@ -262,7 +325,11 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    results = run(args)
+    try:
+        results = run(args)
+    except Refused as why:
+        print(f"error: {why}", file=sys.stderr)
+        return 2
     results["wall_s"] = time.perf_counter() - t0
     (out / "results.json").write_text(json.dumps(results, indent=1))
     base_name = "cuDNN dense" if results["baseline"] == profile.CUDNN_DENSE else "XLA dense"
@@ -276,9 +343,15 @@ def main(argv=None) -> int:
               f"{' / '.join(how[t] for t in timings) or '-'}; speedups over "
               f"{base_name}; bounds from the simulator with the suite's tiles.\n\n")
     (out / "results.md").write_text(header + table + "\n")
-    chart = speedup_chart(results["rows"], str(out / "speedups.png"), base_name)
+    try:
+        chart = speedup_chart(results["rows"], str(out / "speedups.png"), base_name)
+        no_chart = " (no chart: no dense baseline measured)"
+    except ModuleNotFoundError as err:   # matplotlib is the `plot` extra
+        chart = None
+        no_chart = (f" (no chart: needs {err.name}: pip install matplotlib, or pip install "
+                    "'.[plot]' in the jax_gna checkout)")
     _log(f"wrote {out / 'results.json'}, {out / 'results.md'}"
-         + (f", {chart}" if chart else " (no chart: no dense baseline measured)")
+         + (f", {chart}" if chart else no_chart)
          + f" in {results['wall_s']:.1f} s")
     print(header + table)
     return 0

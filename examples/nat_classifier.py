@@ -6,7 +6,7 @@ pooled linear head; trained with optax on procedurally generated images whose cl
 texture (oriented stripes, checkerboards, rings, ...) under random phase, scale, colour and
 noise. No dataset download: the data is generated here.
 
-    python examples/nat_classifier.py            # CPU-sized (a few minutes on 2 cores)
+    python examples/nat_classifier.py            # CPU-sized (under a minute on 2 cores)
     python examples/nat_classifier.py --full     # larger images/model/run (default on GPU)
 """
 
@@ -18,9 +18,14 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
-from tqdm import tqdm
+
+try:   # the `examples` extra
+    import optax
+    from tqdm import tqdm
+except ModuleNotFoundError as err:
+    raise SystemExit(f"nat_classifier.py needs {err.name}: pip install optax tqdm "
+                     "(or pip install '.[examples]' in the jax_gna checkout)") from None
 
 try:
     import jax_gna.nn as gnn

@@ -314,10 +314,25 @@ def case_for(query, key, value, kernel_size, stride=1, dilation=1, is_causal=Fal
 
 def explain(query, key, value, kernel_size, stride=1, dilation=1, is_causal=False, *,
             additional_keys=None, backend=None, platform: str | None = None) -> dict:
-    """Which backend each direction would use for these inputs, and why (runs nothing)."""
+    """Which backend each direction would use for these inputs, and why (runs nothing).
+
+    Returns ``{"fwd": ..., "bwd": ...}``, each ``"<backend> (<reasons>)"``. It never raises
+    for a backend that cannot serve the call, on any platform: where ``jax_gna.attention``
+    would raise (a requested kernel that cannot serve that direction), the entry is
+    ``"error (<why>; backend=None would use <choice>)"``."""
     import jax
     case = case_for(query, key, value, kernel_size, stride, dilation, is_causal,
                     additional_keys=additional_keys, backend=backend)
     platform = platform or jax.default_backend()
     platform = "cuda" if platform == "gpu" else platform
-    return {d: str(choose(case, d, platform, enforce=False)) for d in (FORWARD, BACKWARD)}
+
+    def explain_one(direction: str) -> str:
+        try:
+            return str(choose(case, direction, platform, enforce=False))
+        except ValueError as err:
+            if case.config.backend not in KERNEL_NAMES:
+                raise
+            best = choose(dataclasses.replace(case, config=case.config.replace(backend=None)),
+                          direction, platform, enforce=False)
+            return f"error ({err}; backend=None would use {best})"
+    return {d: explain_one(d) for d in (FORWARD, BACKWARD)}

@@ -7,6 +7,11 @@ attention on the same tokens) with :mod:`jax_gna._timing` (warm-up, median over 
 back-to-back calls between device syncs, rotating input sets), and prints the achieved
 speedup next to the simulator's bounds for a default tile choice.
 
+Progress (one line per implementation and phase, with the elapsed time) goes to stderr; the
+report to stdout. The default sizes of GNA workloads are GPU-sized: on a CPU a problem above
+``CPU_FLOP_BUDGET`` FLOPs per call is refused, with a scaled-down problem to try instead,
+unless ``--force``.
+
 The building blocks (``ProfileConfig``, ``flops``, ``estimate_memory_bytes``, ``measure``)
 are reused by ``benchmarks/run.py``.
 """
@@ -22,6 +27,7 @@ import math
 import os
 import statistics
 import sys
+import time
 from typing import Any, Callable, Sequence
 
 import jax
@@ -31,16 +37,21 @@ from jax_gna import _device_trace, _timing, semantics
 
 __all__ = ["ProfileConfig", "flops", "estimate_memory_bytes", "device_memory_bytes",
            "resolve_attention", "available_backends", "measure", "measure_interleaved",
-           "simulator_bounds",
-           "profile", "main", "DENSE_IMPLS"]
+           "simulator_bounds", "cpu_size_refusal", "scaled_down", "stderr_progress",
+           "profile", "main", "DENSE_IMPLS", "CPU_FLOP_BUDGET"]
 
 DTYPES = {"bf16": jnp.bfloat16, "fp16": jnp.float16, "fp32": jnp.float32}
 # Names of the dense baselines, as they appear in reports.
 CUDNN_DENSE, XLA_DENSE = "cudnn-dense", "xla-dense"
 DENSE_IMPLS = {CUDNN_DENSE: "cudnn", XLA_DENSE: "xla"}
-# FLOPs of forward+backward relative to forward (docs/semantics.md: 2.5x backward + 1x
-# forward).
+# FLOPs of forward+backward relative to forward (2.5x backward + 1x forward).
 BACKWARD_FLOP_FACTOR = 3.5
+# On a CPU, the most FLOPs one timed call may take before a problem is refused (without
+# --force). The jnp reference runs at roughly CPU_FLOPS_PER_S on 2 cores (fp32: 8.6 GFLOP/s
+# for examples/quickstart.py's 32x32 case, XLA dense ~30), and a measurement makes at least
+# 13 calls, so this bounds one measurement to about half a minute.
+CPU_FLOP_BUDGET = 2e10
+CPU_FLOPS_PER_S = 1e10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,7 +276,8 @@ def _settle(fn: Callable, arg_sets: Sequence[Sequence[Any]], seconds: float) -> 
 def measure(cfg: ProfileConfig, impl: str, *, attention_fn: Callable | None = None,
             warmup: int = 3, repeats: int = 10, input_sets: int = 3, seed: int = 0,
             memory_fraction: float = 0.9, force: bool = False,
-            device_trace: bool | None = None, settle_s: float | None = None) -> dict[str, Any]:
+            device_trace: bool | None = None, settle_s: float | None = None,
+            progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Time one implementation: a GNA backend ("reference", "sm80", "auto", ...) or a dense
     baseline (``CUDNN_DENSE``, ``XLA_DENSE``). Returns a dict with ``median_ms``, ``min_ms``,
     ``tflops`` (effective, as in docs/semantics.md), or ``skipped``/``error`` with the reason.
@@ -283,9 +295,14 @@ def measure(cfg: ProfileConfig, impl: str, *, attention_fn: Callable | None = No
     function's own sustained power draw puts it: on the H200 a kernel's clock moves from
     1.98 GHz (after idle) to ~1.6-1.7 GHz (at the power cap) within about a second of
     sustained load, and a short kernel traced after only the wall-clock groups (~0.15 s)
-    was timed anywhere between the two (seq32k sm90: 1.30-1.44 ms between runs)."""
+    was timed anywhere between the two (seq32k sm90: 1.30-1.44 ms between runs).
+
+    ``progress``, when given, receives one line per phase (what starts next, and the result
+    or skip reason at the end)."""
+    say = progress or (lambda phase: None)
     result: dict[str, Any] = {"impl": impl, "direction": cfg.direction}
     if impl == CUDNN_DENSE and not _timing.is_cuda_gpu():
+        say("skipped: cuDNN needs a CUDA GPU")
         return {**result, "skipped": "cuDNN needs a CUDA GPU"}
     need = estimate_memory_bytes(cfg, impl)
     have = int(device_memory_bytes() * memory_fraction)
@@ -294,8 +311,9 @@ def measure(cfg: ProfileConfig, impl: str, *, attention_fn: Callable | None = No
     sets = max(1, min(input_sets, (have - need) // max(per_set, 1) + 1))
     result["memory_estimate_gb"] = round(need / 2**30, 3)
     if need > have and not force:
-        return {**result, "skipped": f"needs ~{need / 2**30:.1f} GiB, device has "
-                                     f"{have / 2**30:.1f} GiB usable"}
+        why = f"needs ~{need / 2**30:.1f} GiB, device has {have / 2**30:.1f} GiB usable"
+        say(f"skipped: {why}")
+        return {**result, "skipped": why}
     try:
         if impl in DENSE_IMPLS:
             attend = _dense_fn(cfg, DENSE_IMPLS[impl])
@@ -304,20 +322,27 @@ def measure(cfg: ProfileConfig, impl: str, *, attention_fn: Callable | None = No
             fn = attention_fn or resolve_attention()
             attend = _gna_fn(cfg, fn, None if impl == "auto" else impl)
             which = "gna"
+        say(f"{cfg.direction}, {sets} random input set(s)")
         fn, arg_sets = _with_direction(cfg, attend), _input_sets(cfg, sets, seed)
+        say(f"compile and {max(2, warmup)} warm-up calls, then {repeats} timed groups")
         timed = _timing.time_function(fn, arg_sets, warmup=warmup, repeats=repeats)
         if device_trace is None:
             device_trace = _timing.is_cuda_gpu()
         if settle_s is None:
             settle_s = 2.0 if _timing.is_cuda_gpu() else 0.0
+        if settle_s > 0:
+            say(f"{settle_s:g} s of back-to-back calls (clock settling)")
         _settle(fn, arg_sets, settle_s)
         # Two untraced calls first (an ordinary warm-up: the wall-clock groups end with a
         # host sync). One run each on one H200, seq32k sm90: 1.44 ms per traced call without
         # them (wall-clock groups 1.30), 1.37 with them (wall 1.37); longer kernels agreed
         # with their wall-clock figures either way.
+        if device_trace:
+            say("traced calls (device time)")
         trace = _device_trace.trace_device(fn, arg_sets, warmup=2) if device_trace else None
     except Exception as e:   # report and carry on: one failing impl must not end a suite
         msg = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+        say(f"error: {msg}")
         return {**result, "error": msg}
     result.update(timed.to_dict())
     result["timing"] = "wall"
@@ -329,6 +354,7 @@ def measure(cfg: ProfileConfig, impl: str, *, attention_fn: Callable | None = No
                           median_ms=trace.devices[0].median_call_ms, min_ms=min(calls),
                           timing="device")
     result["tflops"] = flops(cfg, which) / (result["median_ms"] / 1e3) / 1e12
+    say(f"median {result['median_ms']:.3f} ms ({result['timing']} time)")
     return result
 
 
@@ -388,19 +414,103 @@ def simulator_bounds(cfg: ProfileConfig, q_tile=None, kv_tile=None) -> dict[str,
     return {"q_tile": list(r.q_tile), "kv_tile": list(r.kv_tile), **r.figures()}
 
 
+# ----------------------------------------------------------------------------------------
+# GPU-sized problems on a CPU
+# ----------------------------------------------------------------------------------------
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.0f} h"
+
+
+def cpu_size_refusal(cfg: ProfileConfig, impls: Sequence[str], platform: str | None = None,
+                     budget: float = CPU_FLOP_BUDGET) -> str | None:
+    """Why timing ``impls`` (GNA backends and/or dense baselines) on ``cfg`` is refused on
+    this platform, or None. Only CPUs refuse: a call above ``budget`` FLOPs would make one
+    measurement (13+ calls) take minutes to hours."""
+    platform = platform or jax.default_backend()
+    if platform != "cpu":
+        return None
+    runs = [impl for impl in impls if impl != CUDNN_DENSE]   # cuDNN is skipped on a CPU
+    if not runs:
+        return None
+    worst = max(flops(cfg, "dense" if impl in DENSE_IMPLS else "gna") for impl in runs)
+    if worst <= budget:
+        return None
+    return (f"~{worst:.1e} FLOP per call (about {_duration(worst / CPU_FLOPS_PER_S)} per call "
+            f"on a CPU, 13+ calls per measurement) is GPU-sized")
+
+
+def scaled_down(cfg: ProfileConfig, budget: float = CPU_FLOP_BUDGET / 4) -> ProfileConfig | None:
+    """A smaller problem of the same kind (rank, direction, dtype, causality; shape, window
+    and stride divided by a common factor, at most 4 heads of dim 64) under ``budget`` FLOPs
+    per call, or None if no such problem is found."""
+    heads = min(cfg.heads, 4)
+    kv_heads = cfg.kv_heads if cfg.kv_heads and heads % min(cfg.kv_heads, heads) == 0 else None
+    kv_heads = min(kv_heads, heads) if kv_heads else None
+    for r in range(1, 257):
+        shape = tuple(max(1, -(-n // r)) for n in cfg.shape)
+        dil = tuple(max(1, round(d / r)) for d in cfg.dilation)
+        ks = tuple(max(2, min(n // d, round(k / r))) for n, k, d in zip(shape, cfg.kernel_size, dil))
+        st = tuple(max(1, min(k, round(s / r))) for k, s in zip(ks, cfg.stride))
+        try:
+            small = ProfileConfig.create(shape, ks, st, dil, cfg.is_causal, batch=1,
+                                         heads=heads, kv_heads=kv_heads,
+                                         head_dim=min(cfg.head_dim, 64), dtype=cfg.dtype,
+                                         backprop=cfg.backprop,
+                                         extra_tokens=min(cfg.extra_tokens, 16))
+        except (ValueError, TypeError):
+            continue
+        if flops(small, "dense") <= budget:
+            return small
+    return None
+
+
+def _cli_args(cfg: ProfileConfig) -> str:
+    """The profile CLI's geometry arguments for ``cfg``."""
+    j = lambda xs: " ".join(str(int(x)) for x in xs)   # noqa: E731
+    args = f"-i {j(cfg.shape)} -w {j(cfg.kernel_size)} -s {j(cfg.stride)}"
+    if any(d != 1 for d in cfg.dilation):
+        args += f" -d {j(cfg.dilation)}"
+    if any(cfg.is_causal):
+        args += f" -c {j(cfg.is_causal)}"
+    args += f" --heads {cfg.heads} --head-dim {cfg.head_dim}"
+    if cfg.kv_heads:
+        args += f" --kv-heads {cfg.kv_heads}"
+    return args
+
+
+def stderr_progress(prefix: str = "") -> Callable[[str], None]:
+    """A progress sink: each message on its own stderr line, with the seconds elapsed."""
+    start = time.perf_counter()
+
+    def report(message: str) -> None:
+        print(f"[{time.perf_counter() - start:7.1f} s] {prefix}{message}", file=sys.stderr,
+              flush=True)
+    return report
+
+
 def profile(cfg: ProfileConfig, backend: str = "auto", *, dense: bool = False,
             attention_fn: Callable | None = None, q_tile=None, kv_tile=None,
+            progress: Callable[[str], None] | None = None,
             **measure_kw) -> dict[str, Any]:
-    """Everything the CLI prints, as one dict."""
+    """Everything the CLI prints, as one dict (``progress``: see ``measure``)."""
     out: dict[str, Any] = {
         "config": cfg.to_dict(), "backend": backend, "device": _timing.platform_description(),
         "backends_available": list(available_backends()),
         "flops": {"gna": flops(cfg, "gna"), "dense": flops(cfg, "dense")},
     }
-    out["gna"] = measure(cfg, backend, attention_fn=attention_fn, **measure_kw)
-    out[CUDNN_DENSE] = measure(cfg, CUDNN_DENSE, **measure_kw)
+    def labelled(label):
+        return (lambda phase: progress(f"{label}: {phase}")) if progress else None
+    out["gna"] = measure(cfg, backend, attention_fn=attention_fn,
+                         progress=labelled(f"gna[{backend}]"), **measure_kw)
+    out[CUDNN_DENSE] = measure(cfg, CUDNN_DENSE, progress=labelled(CUDNN_DENSE), **measure_kw)
     if dense:
-        out[XLA_DENSE] = measure(cfg, XLA_DENSE, **measure_kw)
+        out[XLA_DENSE] = measure(cfg, XLA_DENSE, progress=labelled(XLA_DENSE), **measure_kw)
     g = out["gna"].get("median_ms")
     for name in (CUDNN_DENSE, XLA_DENSE):
         t = out.get(name, {}).get("median_ms")
@@ -415,9 +525,14 @@ def profile(cfg: ProfileConfig, backend: str = "auto", *, dense: bool = False,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m jax_gna.profile",
-                                description="Time one GNA configuration on the default "
-                                            "device.")
+    p = argparse.ArgumentParser(
+        prog="python -m jax_gna.profile",
+        description="Time one GNA configuration on the default device (progress on stderr, "
+                    "the report on stdout). Workload sizes such as -i 30 48 80 -w 18 24 24 "
+                    "are GPU-sized: on a CPU, a problem above "
+                    f"{CPU_FLOP_BUDGET:.0e} FLOP per call is refused (with a smaller one to "
+                    "try) unless --force. For the whole benchmark suite scaled down for a "
+                    "CPU: python benchmarks/run.py --tiny.")
     p.add_argument("-i", "--input-size", type=int, nargs="+", required=True,
                    help="spatial shape, e.g. 30 48 80")
     p.add_argument("-w", "--window", type=int, nargs="+", required=True,
@@ -442,7 +557,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="distinct random input sets cycled through while timing")
     p.add_argument("--q-tile", type=int, nargs="+", help="simulator: Q tile per dim")
     p.add_argument("--kv-tile", type=int, nargs="+", help="simulator: KV tile per dim")
-    p.add_argument("--force", action="store_true", help="run even if memory looks short")
+    p.add_argument("--force", action="store_true",
+                   help="run even if memory looks short or the problem is GPU-sized for "
+                        "this CPU")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--settle-s", type=float, default=None,
                    help="seconds of back-to-back calls before the traced ones, so the GPU's "
                         "clock settles under this function's own power draw; default: 2 on "
@@ -528,9 +646,20 @@ def main(argv: Sequence[str] | None = None, *, attention_fn: Callable | None = N
     except (ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    impls = [args.backend, CUDNN_DENSE] + ([XLA_DENSE] if args.dense else [])
+    why = None if args.force else cpu_size_refusal(cfg, impls)
+    if why is not None:
+        small = scaled_down(cfg)
+        try_this = (f"try a smaller problem (python -m jax_gna.profile {_cli_args(small)}), "
+                    if small is not None else "")
+        print(f"error: {why}; run it on a GPU, {try_this}or pass --force "
+              "(the suite scaled down for a CPU: python benchmarks/run.py --tiny)",
+              file=sys.stderr)
+        return 2
     rep = profile(cfg, args.backend, dense=args.dense, attention_fn=attention_fn,
                   q_tile=_per_dim(args.q_tile, rank, "q-tile", parser),
                   kv_tile=_per_dim(args.kv_tile, rank, "kv-tile", parser),
+                  progress=None if args.quiet else stderr_progress(),
                   warmup=args.warmup, repeats=args.repeats, input_sets=args.input_sets,
                   force=args.force, device_trace=args.device_trace, settle_s=args.settle_s)
     print(json.dumps(rep) if args.json else format_report(rep))

@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--arrays", action="store_true",
                    help="with --json: include per-Q-tile visited/interior/boundary arrays")
-    p.add_argument("--plot", metavar="PNG", help="write the neighborhood + heat-map figure")
+    p.add_argument("--plot", metavar="PNG",
+                   help="write the neighborhood + heat-map figure (needs matplotlib: the "
+                        "'plot' extra)")
     p.add_argument("--query", type=int, nargs="+",
                    help="query coordinate for --plot (default: the centre)")
     p.add_argument("--best", action="store_true",
@@ -157,6 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError) as e:   # bad parameters: say so, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as e:       # --plot without matplotlib: the install hint
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
     if args.json:
         out = result.to_dict(arrays=args.arrays)

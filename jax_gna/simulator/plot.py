@@ -15,7 +15,11 @@ import numpy as np
 from jax_gna import semantics
 from jax_gna.simulator.core import SimulationResult
 
-__all__ = ["neighborhood_picture", "plot_simulation"]
+__all__ = ["neighborhood_picture", "plot_simulation", "MATPLOTLIB_HINT"]
+
+# What a missing matplotlib (the `plot` extra) is reported with.
+MATPLOTLIB_HINT = ("plotting needs matplotlib: pip install matplotlib (or pip install "
+                   "'.[plot]' in the jax_gna checkout)")
 
 # Cell values of the neighborhood picture.
 OUTSIDE, VISITED_MASKED, ATTENDED = 0, 1, 2
@@ -73,8 +77,12 @@ def _grid_slice(arr: np.ndarray, q_index: Sequence[int]) -> np.ndarray:
 
 def plot_simulation(result: SimulationResult, path: str,
                     query: Sequence[int] | None = None) -> str:
-    """Write the three-panel picture to ``path`` (PNG by extension); returns ``path``."""
-    import matplotlib
+    """Write the three-panel picture to ``path`` (PNG by extension); returns ``path``.
+    Without matplotlib: ``ModuleNotFoundError`` with ``MATPLOTLIB_HINT``."""
+    try:
+        import matplotlib
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(MATPLOTLIB_HINT, name=err.name) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
