@@ -232,6 +232,7 @@ def run(args) -> dict:
                 if direction == "fwd+bwd" and impl != "reference" and not row["note"]:
                     row["note"] = _backward_note(case, stride, impl, dtype)
                 rows.append(row)
+    rows.extend(backward_rows(rows))
     return {"device": _timing.platform_description(), "baseline": baseline,
             "settings": {"subset": subset, "tiny": tiny, "dtype": dtype, "warmup": warmup,
                          "repeats": repeats, "input_sets": args.input_sets,
@@ -299,6 +300,38 @@ def _kernel_tile_bound(case, stride, impl, dtype, row) -> dict:
            "kernel_mean_tile_bound": sim.mean_tile_speedup}
     if row.get("speedup_vs_dense") is not None:
         out["achieved_over_kernel_bound"] = row["speedup_vs_dense"] / sim.tile_work_speedup
+    return out
+
+
+def backward_rows(rows: list[dict]) -> list[dict]:
+    """Backward-only rows, derived where one run measured both directions of a (case,
+    stride, backend): device time = fwd+bwd minus fwd (both medians of the same run), its
+    FLOPs 2.5x the forward's (so TF/s = 2.5 x forward FLOPs / time), and the speedup over
+    the dense baseline's backward derived the same way."""
+    by_key = {(r["case"], None if r["stride"] is None else tuple(r["stride"]), r["backend"],
+               r["direction"]): r for r in rows}
+    dense = {r["case"]: r for r in rows if r["stride"] is None
+             and r["direction"] == "fwd" and (r["case"], None, r["backend"], "fwd+bwd") in by_key}
+    out = []
+    for (case, stride, impl, direction), fwd in by_key.items():
+        both = by_key.get((case, stride, impl, "fwd+bwd"))
+        if direction != "fwd" or both is None or not fwd.get("median_ms") \
+                or not both.get("median_ms") or both["median_ms"] <= fwd["median_ms"]:
+            continue
+        ms = both["median_ms"] - fwd["median_ms"]
+        fwd_flop = (fwd.get("tflops") or 0.0) * 1e12 * fwd["median_ms"] * 1e-3
+        row = {k: fwd.get(k) for k in ("case", "shape", "kernel_size", "stride", "backend")}
+        row.update(direction="bwd (fwd+bwd - fwd)", median_ms=ms,
+                   tflops=(profile.BACKWARD_FLOP_FACTOR - 1.0) * fwd_flop / (ms * 1e-3) / 1e12,
+                   note="derived: fwd+bwd minus fwd of this run")
+        base = dense.get(case)
+        if stride is not None and base is not None:
+            base_both = by_key[(case, None, base["backend"], "fwd+bwd")]
+            base_ms = base_both["median_ms"] - base["median_ms"] \
+                if base_both.get("median_ms") and base.get("median_ms") else None
+            if base_ms and base_ms > 0:
+                row["speedup_vs_dense"] = base_ms / ms
+        out.append(row)
     return out
 
 

@@ -267,3 +267,31 @@ def test_benchmark_suite_tiny(tmp_path):
     assert gna[0]["speedup_vs_dense"] == pytest.approx(base["median_ms"] / gna[0]["median_ms"])
     assert (tmp_path / "results.md").read_text().count("| reference |") == 3
     assert (tmp_path / "speedups.png").stat().st_size > 1000
+
+
+def test_benchmark_backward_rows_are_fwd_bwd_minus_fwd():
+    """benchmarks/run.py derives backward-only rows from the two directions of one run."""
+    import importlib.util
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
+    spec = importlib.util.spec_from_file_location("bench_run", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path.remove(str(path.parent))
+
+    def row(stride, backend, direction, ms, tflops):
+        return dict(case="c", shape=[8], kernel_size=[4], stride=stride, backend=backend,
+                    direction=direction, median_ms=ms, tflops=tflops)
+    rows = [row(None, "dense", "fwd", 10.0, 100.0), row(None, "dense", "fwd+bwd", 40.0, 87.5),
+            row([2], "k", "fwd", 2.0, 50.0), row([2], "k", "fwd+bwd", 7.0, 50.0),
+            row([4], "k", "fwd", 1.0, 50.0)]            # no fwd+bwd: no derived row
+    derived = bench.backward_rows(rows)
+    assert [(r["backend"], r["stride"]) for r in derived] == [("dense", None), ("k", [2])]
+    dense, kern = derived
+    assert dense["median_ms"] == 30.0
+    assert math.isclose(dense["tflops"], 2.5 * 100.0 * 10.0 / 30.0)
+    assert kern["median_ms"] == 5.0
+    assert math.isclose(kern["tflops"], 2.5 * 50.0 * 2.0 / 5.0)     # 2.5x forward FLOPs / time
+    assert math.isclose(kern["speedup_vs_dense"], 30.0 / 5.0)
