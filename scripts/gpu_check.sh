@@ -75,9 +75,11 @@ if [[ " ${STAGES[*]} " == *" sm90build "* ]]; then
   cutlass_inc=${CUTLASS_INCLUDE_DIR:-$(python3 -c "import importlib.util as u; \
 print(u.find_spec('cutlass_library').submodule_search_locations[0])" 2>/dev/null)/source/include}
   mkdir -p xla_ffi/cuda/sm90/test/prebuilt
+  generated=$(mktemp -d)   # jax_gna/kernel_manifest.h
+  python3 xla_ffi/generate_kernels.py --out "$generated" >/dev/null
   run_stage sm90build 400 nvcc -x cu -DNDEBUG -O3 -std=c++17 --expt-relaxed-constexpr \
     --expt-extended-lambda -lineinfo -gencode=arch=compute_90a,code=sm_90a -I xla_ffi/include \
-    -I xla_ffi/cuda -I "$cutlass_inc" xla_ffi/cuda/sm90/test/fwd_selftest.cc \
+    -I xla_ffi/cuda -I "$generated" -I "$cutlass_inc" xla_ffi/cuda/sm90/test/fwd_selftest.cc \
     -o xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest
 fi
 

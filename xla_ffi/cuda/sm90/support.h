@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <string>
 
+#include "jax_gna/kernel_manifest.h"
 #include "jax_gna/params.h"
 #include "jax_gna/window.h"
 #include "tile_map.h"
@@ -35,14 +36,15 @@ inline std::string& last_error_message() {
   return msg;
 }
 
-// Largest TMA box extent and traversal stride (cuTensorMapEncodeTiled limits).
-constexpr int kMaxBox = 256;
-constexpr int kMaxTraversalStride = 8;
+// Largest TMA box extent and traversal stride (cuTensorMapEncodeTiled limits), as the
+// kernel manifest states them for this family.
+constexpr int kMaxBox = manifest::family("sm90").box_extent_limit;
+constexpr int kMaxTraversalStride = manifest::family("sm90").max_dilation;
 
-// Checks params against what the kernel of (head_dim, kv_tile_tokens) serves; on success
-// fills *out and returns true, otherwise writes the reason to *why.
-inline bool admit_fwd(const FwdParams& fp, int head_dim, int kv_tile_tokens, ProblemDesc* out,
-                      std::string* why) {
+// Checks params against what the kernel of (head_dim, q_tile_tokens, kv_tile_tokens) serves;
+// on success fills *out and returns true, otherwise writes the reason to *why.
+inline bool admit_fwd(const FwdParams& fp, int head_dim, int q_tile_tokens, int kv_tile_tokens,
+                      ProblemDesc* out, std::string* why) {
   const ProblemShape& s = fp.shape;
   auto fail = [&](std::string m) {
     *why = "sm90 forward: " + m;
@@ -79,9 +81,9 @@ inline bool admit_fwd(const FwdParams& fp, int head_dim, int kv_tile_tokens, Pro
     q_prod *= q;
     kv_prod *= kv;
   }
-  if (q_prod != 128)
-    return fail(fmt("Q tile must hold 128 tokens; got %dx%dx%d", fp.tiles.q[0], fp.tiles.q[1],
-                    fp.tiles.q[2]));
+  if (q_prod != q_tile_tokens)
+    return fail(fmt("Q tile must hold %d tokens; got %dx%dx%d", q_tile_tokens, fp.tiles.q[0],
+                    fp.tiles.q[1], fp.tiles.q[2]));
   if (kv_prod != kv_tile_tokens)
     return fail(fmt("KV tile must hold %d tokens for head_dim %d; got %dx%dx%d", kv_tile_tokens,
                     head_dim, fp.tiles.kv[0], fp.tiles.kv[1], fp.tiles.kv[2]));
