@@ -179,16 +179,23 @@ ffi::Error ParseWindow(ffi::Span<const int64_t> q_dims, int rank,
     const int64_t L = q_dims[1 + a], k = kernel_size[a], s = stride[a], d = dilation[a];
     if (!FitsInt(L)) return Invalid("spatial size " + std::to_string(L) + " along dim " +
                                     std::to_string(a) + " does not fit in int32");
-    if (k < 2) return Invalid("kernel_size" + at + "=" + std::to_string(k) + " must be >= 2");
-    if (d < 1) return Invalid("dilation" + at + "=" + std::to_string(d) + " must be >= 1");
-    if (k > L || d > L || k * d > L) {
-      return Invalid("kernel_size" + at + "=" + std::to_string(k) + " times dilation" + at +
-                     "=" + std::to_string(d) + " exceeds spatial size " + std::to_string(L) +
-                     " along dim " + std::to_string(a));
-    }
-    if (s < 1 || s > k) {
-      return Invalid("stride" + at + "=" + std::to_string(s) +
-                     " must satisfy 1 <= stride <= kernel_size (" + std::to_string(k) + ")");
+    switch (first_broken_rule(L, k, s, d)) {
+      case DimRule::kValid:
+        break;
+      case DimRule::kLength:
+        return Invalid("spatial size " + std::to_string(L) + " along dim " +
+                       std::to_string(a) + " must be >= 1");
+      case DimRule::kKernelSize:
+        return Invalid("kernel_size" + at + "=" + std::to_string(k) + " must be >= 2");
+      case DimRule::kDilation:
+        return Invalid("dilation" + at + "=" + std::to_string(d) + " must be >= 1");
+      case DimRule::kWindowFits:
+        return Invalid("kernel_size" + at + "=" + std::to_string(k) + " times dilation" + at +
+                       "=" + std::to_string(d) + " exceeds spatial size " + std::to_string(L) +
+                       " along dim " + std::to_string(a));
+      case DimRule::kStride:
+        return Invalid("stride" + at + "=" + std::to_string(s) +
+                       " must satisfy 1 <= stride <= kernel_size (" + std::to_string(k) + ")");
     }
     if (is_causal[a] != 0 && is_causal[a] != 1) {
       return Invalid("is_causal" + at + "=" + std::to_string(is_causal[a]) + " must be 0 or 1");
