@@ -74,7 +74,7 @@ class KernelFamily:
     instances: frozenset = frozenset()
     # What a boundary KV tile (element mask) costs over an unmasked one, as a fraction of an
     # unmasked tile's time: tile choice weighs masking against visiting more tiles with it
-    # (jax_gna.simulator.search.best_tiles). Measured per family, see KERNELS.
+    # (jax_gna.tiles.best_boxes). Measured per family, see KERNELS.
     boundary_tile_cost: float = 0.0
     verified_on: str = ""
 

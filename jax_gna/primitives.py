@@ -25,7 +25,7 @@ from jax.interpreters import batching, mlir
 from jax_gna import partitioning
 from jax_gna.platform_primitives import (bwd_abstract, fwd_abstract, gna_bwd_platform_p,
                                          gna_fwd_platform_p, lse_dtype, new_primitive)
-from jax_gna.platform_primitives import varying_axes as _varying_axes  # noqa: F401
+from jax_gna.platform_primitives import varying_axes as _varying_axes  # noqa: F401 (attention)
 
 __all__ = ["gna_fwd_p", "gna_bwd_p", "gna_fwd_platform_p", "gna_bwd_platform_p",
            "lse_dtype"]

@@ -32,7 +32,8 @@ import numpy as np
 from jax_gna import semantics
 
 __all__ = ["DimTileCounts", "dim_tile_counts", "TileCounts", "tile_counts",
-           "power_of_two_boxes", "default_candidates", "box_visited", "OBJECTIVES", "ranked",
+           "power_of_two_boxes", "default_candidates", "box_visited", "OBJECTIVES",
+           "check_objective", "ranked",
            "best_boxes"]
 
 # Figures that may be maximised; ties fall through to the next ones in this order, then to
@@ -220,6 +221,11 @@ def box_visited(result: TileCounts, query_box: Sequence[tuple[int, int]]) -> int
     return int(result.visited[np.ix_(*keep)].sum())
 
 
+def check_objective(objective: str) -> None:
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}; got {objective!r}")
+
+
 def ranked(results: Sequence[TileCounts], objective: str = "tile_work_speedup",
            boundary_cost: float = 0.0,
            query_box: Sequence[tuple[int, int]] | None = None) -> list:
@@ -233,8 +239,7 @@ def ranked(results: Sequence[TileCounts], objective: str = "tile_work_speedup",
     tiles that straddle the box edges cost whole tiles, so a tile that divides the box can
     beat the grid's best.
     """
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}; got {objective!r}")
+    check_objective(objective)
     if not results:
         raise ValueError("ranking tiles needs at least one candidate")
     order = (objective,) + tuple(o for o in OBJECTIVES if o != objective)

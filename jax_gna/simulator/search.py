@@ -8,7 +8,8 @@ from typing import Any, Iterable, Sequence
 
 from jax_gna import semantics
 from jax_gna.simulator.core import SimulationResult, simulate
-from jax_gna.tiles import OBJECTIVES, box_visited, default_candidates, power_of_two_boxes, ranked
+from jax_gna.tiles import (OBJECTIVES, box_visited, check_objective, default_candidates,
+                           power_of_two_boxes, ranked)
 
 __all__ = ["power_of_two_boxes", "default_candidates", "best_tiles", "box_visited",
            "TileRanking", "OBJECTIVES"]
@@ -51,16 +52,13 @@ def best_tiles(shape: Sequence[int], kernel_size: Any, stride: Any = 1, dilation
     Q tiles that straddle the box edges cost whole tiles, so a tile that divides the box
     can beat the grid's best.
     """
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}; got {objective!r}")
+    check_objective(objective)   # before the simulations
     shape = tuple(int(n) for n in shape)
     params = semantics.make_params(shape, kernel_size, stride, dilation, is_causal)
     if candidates is None:
         candidates = default_candidates(shape, q_tokens, kv_tokens)
     results = [simulate(shape, params.kernel_size, params.stride, params.dilation,
                         params.is_causal, q, kv, count_flops=False) for q, kv in candidates]
-    if not results:
-        raise ValueError("best_tiles needs at least one candidate")
     order = ranked(results, objective, boundary_cost, query_box)
     winner = order[0]
     best = simulate(shape, params.kernel_size, params.stride, params.dilation,
