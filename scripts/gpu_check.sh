@@ -43,8 +43,8 @@ fi
 # ---- build -------------------------------------------------------------------------------
 # A warm machine keeps the last install: skip the build when the native sources are unchanged
 # (the Python package itself is imported from this tree, so it is always current).
-stamp=$(cat CMakeLists.txt pyproject.toml $(find xla_ffi -type f \( -name '*.h' -o -name '*.cc' \
-  -o -name '*.cu' \) | sort) | sha1sum | cut -c1-16)
+stamp=$(cat CMakeLists.txt pyproject.toml jax_gna/kernel_manifest.py $(find xla_ffi -type f \( \
+  -name '*.h' -o -name '*.cc' -o -name '*.cu' -o -name '*.py' \) | sort) | sha1sum | cut -c1-16)
 if want build && [ "$(cat /tmp/gna_build_stamp 2>/dev/null)" = "$stamp" ]; then
   record build SKIP 0 "native sources unchanged since the last build on this machine"
 elif want build; then
@@ -91,9 +91,9 @@ want smoke128 && run_stage smoke128 400 env JAX_GNA_SMOKE_HEAD_DIM=128 \
   python3 tests/gpu/test_kernels_sm80_smoke.py
 want sm90self && [ -x xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest ] && \
   run_stage sm90self 500 xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest correct
-# The sm90 kernel again with its persistent grid capped at 3 CTAs (test hook in launch.h), so
-# the small test problems hand many work items over inside each CTA (Q buffers, the
-# epilogue overlapping the next item's first GEMM).
+# The sm90 kernel again with its persistent grid capped at 3 CTAs (JAX_GNA_SM90_MAX_CTAS, a
+# test hook of the FFI handler and the self-test), so the small test problems hand many work
+# items over inside each CTA (Q buffers, the epilogue overlapping the next item's first GEMM).
 want sm90items && [ -x xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest ] && \
   run_stage sm90items_self 500 env JAX_GNA_SM90_MAX_CTAS=3 \
   xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest correct

@@ -106,7 +106,10 @@ JAX_GNA_REGISTER_FWD({{"sm90", DType::{dtype_enum}, {head_dim}, {head_dim}}}, {q
 }}  // namespace jax_gna
 """
 
-# (family, direction) -> the template of its instantiation files.
+# (family, direction) -> the template of its instantiation files. A new family or direction
+# (e.g. ("sm90", "bwd"): a template that includes its launch header, instantiates its traits
+# with {element}, {head_dim}, {q_tile_tokens}, {kv_tile_tokens}, and registers with
+# JAX_GNA_REGISTER_BWD) gets an entry here; its instantiations are manifest lines.
 TEMPLATES: dict[tuple[str, str], Template] = {
     ("sm80", "fwd"): Template(_SM80_FWD, ("warps", "stages", "prefetch")),
     ("sm80", "bwd"): Template(_SM80_BWD, ("warps", "warps_m_sdp", "warps_m_dkv")),
