@@ -33,7 +33,6 @@ divides the box wastes no rows at its edges).
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Sequence
 
@@ -46,8 +45,6 @@ from jax_gna._config import AttentionConfig
 
 __all__ = ["lower_fwd", "lower_bwd", "tile_boxes", "extra_splits", "fwd_target",
            "bwd_target", "FWD_WORKSPACE_BYTES"]
-
-logger = logging.getLogger("jax_gna")
 
 # Forward scratch bytes per kernel family (FwdParams::workspace).
 FWD_WORKSPACE_BYTES = {name: family.fwd_workspace_bytes
