@@ -7,12 +7,13 @@ attributes and scratch results, and return only the primitive's results (scratch
 dropped; XLA allocates them, handlers never allocate).
 
 Forward call: operands ``q, k, v, extra_k, extra_v``; results ``out, lse`` and ``workspace``
-(uint8 ``[W]``: ``W = 0`` for sm80; the sm90 kernels use 256 bytes for their dynamic
-scheduler counter). Backward call: operands ``q, k, v, extra_k, extra_v, out, lse, dout,
-dlse``; results ``dq, dk, dv, dextra_k, dextra_v`` and the fp32 workspaces ``dq_accum`` (q's
-shape; ``[0]`` in deterministic mode, where dQ is computed without atomics), ``delta`` (lse's
-shape) and ``dextra_accum`` (``[2, splits, B, E, Hkv, D]`` partial dK/dV of the additional
-tokens per split of the Q tiles; ``[0]`` without additional tokens).
+(uint8 ``[W]``: the family's ``fwd_workspace_bytes`` in ``jax_gna.kernel_manifest``; 0 for
+sm80, the sm90 kernels keep their dynamic scheduler counter there). Backward call: operands
+``q, k, v, extra_k, extra_v, out, lse, dout, dlse``; results ``dq, dk, dv, dextra_k,
+dextra_v`` and the fp32 workspaces ``dq_accum`` (q's shape; ``[0]`` in deterministic mode,
+where dQ is computed without atomics), ``delta`` (lse's shape) and ``dextra_accum`` (``[2,
+splits, B, E, Hkv, D]`` partial dK/dV of the additional tokens per split of the Q tiles;
+``[0]`` without additional tokens).
 
 Attributes: ``backend`` (str), ``kernel_size``, ``stride``, ``dilation``, ``is_causal``,
 ``q_tile``, ``kv_tile`` (int64 ``[rank]``), ``query_begin``, ``query_end`` (int64 ``[rank]``:
@@ -23,8 +24,8 @@ Tile boxes: ``config.q_tile`` / ``config.kv_tile`` when given and their token co
 the kernel instantiation of that direction (forward and backward kernels may use different
 counts, e.g. sm80 128/64 forward and 64/64 backward for head dim 128: a box given for one
 direction is not applied to the other when its count differs); otherwise the box with
-power-of-two sides ranked best by the tile simulator (``jax_gna.simulator.search``:
-``tile_work_speedup``, boundary tiles weighted by the family's ``boundary_tile_cost`` from
+power-of-two sides ranked best by ``jax_gna.tiles.best_boxes`` (``tile_work_speedup``,
+boundary tiles weighted by the family's ``boundary_tile_cost`` from
 ``jax_gna.backends.KERNELS``, measured on the forward and used for both directions); for a
 call with a query box, ranked first by the tile pairs visited for the box (a Q tile that
 divides the box wastes no rows at its edges).
@@ -32,8 +33,6 @@ divides the box wastes no rows at its edges).
 
 from __future__ import annotations
 
-import functools
-import logging
 import math
 from typing import Sequence
 
@@ -41,16 +40,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_gna import backends
+from jax_gna import backends, kernel_manifest, semantics, tiles
 from jax_gna._config import AttentionConfig
 
 __all__ = ["lower_fwd", "lower_bwd", "tile_boxes", "extra_splits", "fwd_target",
            "bwd_target", "FWD_WORKSPACE_BYTES"]
 
-logger = logging.getLogger("jax_gna")
-
 # Forward scratch bytes per kernel family (FwdParams::workspace).
-FWD_WORKSPACE_BYTES = {"sm80": 0, "sm90": 256}
+FWD_WORKSPACE_BYTES = {name: family.fwd_workspace_bytes
+                       for name, family in kernel_manifest.FAMILIES.items()}
 _FWD_SYMBOL, _BWD_SYMBOL = "JaxGnaFwd", "JaxGnaBwd"
 
 
@@ -77,43 +75,6 @@ def bwd_target() -> str:
 # ----------------------------------------------------------------------------------------
 
 
-def _simple_box(tokens: int, spatial_shape: Sequence[int],
-                kernel_size: Sequence[int]) -> tuple[int, ...]:
-    """A power-of-two box of ``tokens`` tokens shaped like the neighborhood (fallback)."""
-    rank = len(spatial_shape)
-    box = [1] * rank
-    caps = [1 << max(0, (int(n) - 1).bit_length()) for n in spatial_shape]
-    left = tokens
-    while left > 1:
-        growable = [a for a in range(rank) if box[a] * 2 <= caps[a]] or list(range(rank))
-        # Grow the dim whose window is longest relative to the box (last dim on ties:
-        # contiguous memory).
-        a = max(growable, key=lambda i: (kernel_size[i] / box[i], i))
-        box[a] *= 2
-        left //= 2
-    return tuple(box)
-
-
-@functools.lru_cache(maxsize=256)
-def _best_box_pair(spatial_shape: tuple, params, q_tokens: int, kv_tokens: int,
-                   max_sides: tuple, query_box: tuple | None = None,
-                   boundary_cost: float = 0.0) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    try:
-        from jax_gna.simulator.search import best_tiles, default_candidates
-        fits = lambda box: all(t <= m for t, m in zip(box, max_sides))  # noqa: E731
-        candidates = [(q, kv) for q, kv in default_candidates(spatial_shape, q_tokens, kv_tokens)
-                      if fits(q) and fits(kv)]
-        ranking = best_tiles(spatial_shape, params.kernel_size, params.stride, params.dilation,
-                             params.is_causal, candidates=candidates or None,
-                             q_tokens=q_tokens, kv_tokens=kv_tokens, query_box=query_box,
-                             boundary_cost=boundary_cost)
-        return tuple(ranking.best.q_tile), tuple(ranking.best.kv_tile)
-    except Exception as e:  # the simulator is an optimisation here, never a requirement
-        logger.debug("jax_gna: tile search failed (%s); using the simple box rule", e)
-        return (_simple_box(q_tokens, spatial_shape, params.kernel_size),
-                _simple_box(kv_tokens, spatial_shape, params.kernel_size))
-
-
 def tile_boxes(config: AttentionConfig, kernel_name: str, case: backends.Case,
                direction: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(Q box, KV box) for a kernel call (see the module docstring)."""
@@ -134,25 +95,21 @@ def tile_boxes(config: AttentionConfig, kernel_name: str, case: backends.Case,
                     f"{tokens} tokens per tile")
     if q_box is None or kv_box is None:
         family = backends.kernel_family(kernel_name)
-        best_q, best_kv = _best_box_pair(tuple(config.spatial_shape), config.params, q_tokens,
-                                         kv_tokens, family.max_tile_sides(config),
-                                         config.query_box, family.boundary_tile_cost)
+        best_q, best_kv = tiles.best_boxes(tuple(config.spatial_shape), config.params,
+                                           q_tokens, kv_tokens, family.max_tile_sides(config),
+                                           config.query_box, family.boundary_tile_cost)
         q_box = q_box or best_q
         kv_box = kv_box or best_kv
+    limit = kernel_manifest.MAX_TILE_SIDE
     for name, box in (("q_tile", q_box), ("kv_tile", kv_box)):
-        if any(t < 1 or t > 256 for t in box):
-            raise ValueError(f"{name}={box}: every side must be in [1, 256]")
+        if any(t < 1 or t > limit for t in box):
+            raise ValueError(f"{name}={box}: every side must be in [1, {limit}]")
     return q_box, kv_box
 
 
 # ----------------------------------------------------------------------------------------
 # Backward scratch: splits of the additional-token dK/dV
 # ----------------------------------------------------------------------------------------
-
-
-def _num_tiles_1d(length: int, dilation: int, tile: int) -> int:
-    q, r = divmod(length, dilation)
-    return r * -(-(q + 1) // tile) + (dilation - r) * -(-q // tile)
 
 
 def extra_splits(config: AttentionConfig, q_box: Sequence[int], kv_box: Sequence[int]) -> int:
@@ -164,9 +121,9 @@ def extra_splits(config: AttentionConfig, q_box: Sequence[int], kv_box: Sequence
     p = config.params
     total = per_kv = 1
     for n, k, d, qt, kt in zip(config.spatial_shape, p.kernel_size, p.dilation, q_box, kv_box):
-        tiles = _num_tiles_1d(n, d, qt)
-        total *= tiles
-        per_kv *= min(tiles, -(-(k + kt - 1) // qt) + 1)
+        q_tiles = semantics.num_tiles_1d(n, d, qt)
+        total *= q_tiles
+        per_kv *= min(q_tiles, -(-(k + kt - 1) // qt) + 1)
     return int(max(1, min(1024, -(-total // max(1, per_kv)))))
 
 

@@ -1,9 +1,11 @@
 """Which backend runs a GNA call: the one support table and the selection rule.
 
 The table (``KERNELS``) says what each kernel family supports: architectures, dtypes, head
-dims and direction. The native library says what this build compiled
-(``jax_gna._extension.compiled_kernels()``). A kernel serves a case only if both agree and
-its own rule (``unsupported_reason``) has no objection.
+dims, direction and limits, all derived from the kernel manifest
+(``jax_gna.kernel_manifest``, which also generates the instantiations); this module adds the
+preference order and what was measured (``boundary_tile_cost``, ``verified_on``). The native
+library says what this build compiled (``jax_gna._extension.compiled_kernels()``). A kernel
+serves a case only if both agree and its own rule (``unsupported_reason``) has no objection.
 
 Selection rule (per direction, forward and backward chosen separately):
 
@@ -30,12 +32,13 @@ from typing import Callable
 
 import jax.numpy as jnp
 
+from jax_gna import kernel_manifest
 from jax_gna._config import AttentionConfig
 
 logger = logging.getLogger("jax_gna")
 
 REFERENCE = "reference"
-FORWARD, BACKWARD = "fwd", "bwd"
+FORWARD, BACKWARD = kernel_manifest.FORWARD, kernel_manifest.BACKWARD
 _DTYPE_NAMES = {jnp.dtype(jnp.float16): "fp16", jnp.dtype(jnp.bfloat16): "bf16",
                 jnp.dtype(jnp.float32): "fp32", jnp.dtype(jnp.float64): "fp64"}
 
@@ -61,15 +64,19 @@ class KernelFamily:
     max_arch: int | None
     dtypes: frozenset[str]
     head_dims: dict  # direction -> frozenset of head dims (head_dim == head_dim_v)
-    # Family-specific objections (e.g. what TMA cannot express), per direction; None when
-    # it serves.
+    # Family-specific objections beyond the manifest's limits, per direction; None when it
+    # serves.
     extra_rule: Callable[[Case, str], str | None] | None = None
     # Largest tile side times dilation along a dim (TMA box extent), or None: no limit
-    # beyond the handler's 256 tokens per side.
+    # beyond the handler's kernel_manifest.MAX_TILE_SIDE tokens per side.
     box_extent_limit: int | None = None
+    # Largest dilation along any dim (TMA traversal stride), or None: any.
+    max_dilation: int | None = None
+    # The (direction, dtype, head_dim) triples with an instantiation in the manifest.
+    instances: frozenset = frozenset()
     # What a boundary KV tile (element mask) costs over an unmasked one, as a fraction of an
     # unmasked tile's time: tile choice weighs masking against visiting more tiles with it
-    # (jax_gna.simulator.search.best_tiles). Measured per family, see KERNELS.
+    # (jax_gna.tiles.best_boxes). Measured per family, see KERNELS.
     boundary_tile_cost: float = 0.0
     verified_on: str = ""
 
@@ -88,6 +95,9 @@ class KernelFamily:
             return f"head_dim {case.head_dim} != value head_dim {case.head_dim_v}"
         if case.head_dim not in dims:
             return f"head_dim {case.head_dim} not in {sorted(dims)} ({direction})"
+        if self.instances and (direction, case.dtype, case.head_dim) not in self.instances:
+            return (f"no {direction} {case.dtype} head_dim {case.head_dim} instantiation in "
+                    f"the kernel manifest")
         if (direction, self.name, case.dtype, case.head_dim) not in compiled_kernels():
             return (f"{direction} {self.name} {case.dtype} head_dim {case.head_dim} not "
                     f"compiled in this build ({_extension_state()})")
@@ -97,13 +107,16 @@ class KernelFamily:
             why = _box_feasibility(self, case, direction)
             if why is not None:
                 return why
+        if self.max_dilation is not None and max(case.config.params.dilation) > self.max_dilation:
+            return (f"dilation {case.config.params.dilation}: TMA traversal stride is at most "
+                    f"{self.max_dilation}")
         if self.extra_rule is not None:
             return self.extra_rule(case, direction)
         return None
 
     def max_tile_sides(self, config: AttentionConfig) -> tuple[int, ...]:
         """Largest tile side per spatial dim this family accepts for ``config``."""
-        limit = self.box_extent_limit or 256
+        limit = self.box_extent_limit or kernel_manifest.MAX_TILE_SIDE
         return tuple(max(1, limit // d) for d in config.params.dilation)
 
 
@@ -121,10 +134,8 @@ def _box_feasibility(family: "KernelFamily", case: Case, direction: str) -> str 
 
 
 def _sm90_rule(case: Case, direction: str) -> str | None:
-    """What the Hopper kernels' TMA maps cannot express, and what the Hopper backward does
-    not compute (xla_ffi/cuda/sm90/support.h admit_tiles / admit_bwd)."""
-    if max(case.config.params.dilation) > 8:
-        return f"dilation {case.config.params.dilation}: TMA traversal stride is at most 8"
+    """What the Hopper backward does not compute (xla_ffi/cuda/sm90/support.h admit_bwd);
+    the TMA limits are the manifest's (box extent, dilation)."""
     if direction == BACKWARD:
         if case.config.deterministic:
             return ("deterministic=True: this backward adds dQ by TMA reductions in arrival "
@@ -134,6 +145,20 @@ def _sm90_rule(case: Case, direction: str) -> str | None:
     return None
 
 
+def _from_manifest(name: str, **measured) -> KernelFamily:
+    """A family's support facts from the kernel manifest, plus what was measured of it."""
+    family = kernel_manifest.FAMILIES[name]
+    kernels = kernel_manifest.kernels_of(name)
+    head_dims = {}
+    for k in kernels:
+        head_dims.setdefault(k.direction, set()).add(k.head_dim)
+    return KernelFamily(
+        name, family.min_arch, family.max_arch, frozenset(k.dtype for k in kernels),
+        {direction: frozenset(dims) for direction, dims in head_dims.items()},
+        box_extent_limit=family.box_extent_limit, max_dilation=family.max_dilation,
+        instances=frozenset((k.direction, k.dtype, k.head_dim) for k in kernels), **measured)
+
+
 # The support table, in preference order.
 # boundary_tile_cost: the time per visited tile pair of each stride-1 (masked) suite case
 # over that of the same problem's block-sparse stride, divided by its boundary-tile share
@@ -141,18 +166,13 @@ def _sm90_rule(case: Case, direction: str) -> str | None:
 # 0.17-0.37 (median 0.25); sm90 with the TMA-store epilogue: FLUX 1x1 0.17, FLUX 16x1
 # 0.16, Hunyuan 1x1x1 0.08.
 KERNELS: tuple[KernelFamily, ...] = (
-    KernelFamily("sm90", 90, 90, frozenset({"bf16", "fp16"}),
-                 {FORWARD: frozenset({64, 128, 256}), BACKWARD: frozenset({64, 128})},
-                 extra_rule=_sm90_rule,
-                 box_extent_limit=256, boundary_tile_cost=0.15,
-                 verified_on="H100 (sm90a), jax 0.11.2, 2026-12-07: scripts/gpu_check.sh suite "
-                             "(this kernel); H200, 2026-12-04 (an earlier kernel)"),
-    KernelFamily("sm80", 80, None, frozenset({"bf16", "fp16"}),
-                 {FORWARD: frozenset({32, 64, 128, 256}), BACKWARD: frozenset({32, 64, 128})},
-                 boundary_tile_cost=0.25,
-                 verified_on="Hopper only: H200, jax 0.11.2, 2026-12-04: scripts/gpu_check.sh; "
-                             "H100, 2026-12-07: scripts/gpu_check.sh suite; "
-                             "no sm80/sm86/sm89/sm100 device was available"),
+    _from_manifest("sm90", boundary_tile_cost=0.15, extra_rule=_sm90_rule,
+                   verified_on="H100 (sm90a), jax 0.11.2, 2026-12-07: scripts/gpu_check.sh "
+                               "suite; forward also H200, 2026-12-04 (an earlier kernel)"),
+    _from_manifest("sm80", boundary_tile_cost=0.25,
+                   verified_on="Hopper only: H200, jax 0.11.2, 2026-12-04: "
+                               "scripts/gpu_check.sh; H100, 2026-12-07: scripts/gpu_check.sh "
+                               "suite; no sm80/sm86/sm89/sm100 device was available"),
 )
 KERNEL_NAMES = tuple(k.name for k in KERNELS)
 BACKEND_NAMES = (REFERENCE,) + KERNEL_NAMES

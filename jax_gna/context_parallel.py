@@ -117,9 +117,8 @@ class HaloPlan:
 
 def _global_keys(length, k, s, d, c):
     """First and last key coordinate of every query along the dim (numpy)."""
-    i = np.arange(length)
-    start, end = semantics.window_1d(i, length, k, s, d, c)
-    return i % d + d * start, i % d + d * (end - 1), end - start
+    first, step, count = semantics.window_keys_1d(np.arange(length), length, k, s, d, c)
+    return first, first + step * (count - 1), count
 
 
 def _window_reproduces(lo, window, queries, first, count, k, s, d, c) -> bool:
@@ -127,10 +126,9 @@ def _window_reproduces(lo, window, queries, first, count, k, s, d, c) -> bool:
     ``queries`` (window starting at ``lo``) exactly their global keys?"""
     if k * d > window or lo < 0:
         return False
-    x = queries - lo
-    start, end = semantics.window_1d(x, window, k, s, d, c)
-    return bool(np.array_equal(x % d + d * start + lo, first[queries])
-                and np.array_equal(end - start, count[queries]))
+    local_first, _, local_count = semantics.window_keys_1d(queries - lo, window, k, s, d, c)
+    return bool(np.array_equal(local_first + lo, first[queries])
+                and np.array_equal(local_count, count[queries]))
 
 
 @functools.lru_cache(maxsize=256)

@@ -53,29 +53,12 @@ from jax.interpreters import mlir
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jax_gna._config import AttentionConfig
-from jax_gna.primitives import (gna_bwd_p, gna_bwd_platform_p, gna_fwd_p,
-                                gna_fwd_platform_p)
+from jax_gna.platform_primitives import gna_bwd_platform_p, gna_fwd_platform_p
 
 __all__ = ["partitioned_fwd", "partitioned_bwd", "HeadPlan", "plan_heads",
            "sharding_rule_string"]
 
 logger = logging.getLogger("jax_gna")
-
-
-def _register_device_lowering():
-    """The outer primitives lower to ``custom_partitioning``, whose lowering needs the device
-    assignment; tell jit to keep devices around while lowering programs that contain them
-    (as jax does for its own cuDNN attention primitives)."""
-    try:
-        from jax._src import dispatch
-        dispatch.prim_requires_devices_during_lowering.update({gna_fwd_p, gna_bwd_p})
-    except (ImportError, AttributeError):  # private API moved: sharded programs then lower
-        # unpartitioned (see _needs_partitioning), which is correct but replicated.
-        logger.warning("jax_gna: could not mark GNA primitives as device-requiring; "
-                       "sharding rules are inactive")
-
-
-_register_device_lowering()
 
 
 # ----------------------------------------------------------------------------------------
@@ -356,10 +339,11 @@ def _needs_partitioning(ctx) -> bool:
         if axis_context.num_devices <= 1:
             return False
         if axis_context.device_assignment is None:
-            # The primitives were marked device-requiring after this program's device check
-            # (jax_gna.partitioning imported late): lowering unpartitioned stays correct.
-            logger.warning("jax_gna: sharding rules not active for this program (import "
-                           "jax_gna.partitioning before tracing); XLA may replicate GNA")
+            # The primitives are not marked device-requiring (jax_gna.primitives could not
+            # reach jax's private registry): lowering unpartitioned stays correct.
+            logger.warning("jax_gna: sharding rules not active for this program (the GNA "
+                           "primitives are not marked device-requiring); XLA may replicate "
+                           "GNA")
             return False
         return True
     if isinstance(axis_context, sharding_impls.SPMDAxisContext):

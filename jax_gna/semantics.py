@@ -30,7 +30,11 @@ __all__ = [
     "normalize_per_dim",
     "make_params",
     "group_length",
+    "group_of",
+    "coordinate",
+    "num_tiles_1d",
     "window_1d",
+    "attends_1d",
     "window_keys_1d",
     "neighborhood_mask_1d",
     "neighborhood_mask",
@@ -136,6 +140,22 @@ def group_length(g, length: int, dilation: int, xp=np):
     return length // dilation + xp.where(g < length % dilation, 1, 0)
 
 
+def group_of(i, dilation: int):
+    """(dilation group, group-local position) of the coordinates ``i`` along one dim."""
+    return i % dilation, i // dilation
+
+
+def coordinate(g, local, dilation: int):
+    """Coordinate of group-local position ``local`` of dilation group ``g``."""
+    return g + dilation * local
+
+
+def num_tiles_1d(length: int, dilation: int, tile: int) -> int:
+    """Tiles of ``tile`` positions along one dim, each dilation group tiled separately."""
+    lengths = group_length(np.arange(dilation), length, dilation)
+    return int((-(-lengths // tile)).sum())
+
+
 def window_1d(i, length: int, kernel_size: int, stride: int, dilation: int, causal: bool,
               xp=np):
     """Group-local window ``[start, end)`` of the queries at coordinates ``i`` along one dim.
@@ -144,8 +164,7 @@ def window_1d(i, length: int, kernel_size: int, stride: int, dilation: int, caus
     """
     k, s, d = kernel_size, stride, dilation
     i = xp.asarray(i)
-    g = i % d
-    ii = i // d
+    g, ii = group_of(i, d)
     lg = group_length(g, length, d, xp)
     if not causal:
         leader = xp.minimum((ii // s) * s + s // 2, lg - 1)
@@ -163,7 +182,16 @@ def window_keys_1d(i, length: int, kernel_size: int, stride: int, dilation: int,
     """(first key coordinate, step, count) of each query's keys along one dim (numpy)."""
     i = np.asarray(i)
     start, end = window_1d(i, length, kernel_size, stride, dilation, causal)
-    return i % dilation + dilation * start, dilation, end - start
+    return coordinate(i % dilation, start, dilation), dilation, end - start
+
+
+def attends_1d(i, j, length: int, kernel_size: int, stride: int, dilation: int,
+               causal: bool, xp=np):
+    """Boolean, broadcast over coordinate arrays: does the query at ``i`` see the key at
+    ``j`` along one dim (same dilation group, group-local key inside the window)?"""
+    start, end = window_1d(i, length, kernel_size, stride, dilation, causal, xp)
+    g, jj = group_of(j, dilation)
+    return (g == i % dilation) & (jj >= start) & (jj < end)
 
 
 def neighborhood_mask_1d(length: int, kernel_size: int, stride: int, dilation: int,
@@ -171,9 +199,7 @@ def neighborhood_mask_1d(length: int, kernel_size: int, stride: int, dilation: i
     """Boolean ``[L, L]``: entry ``[i, j]`` is True when query ``i`` sees key ``j``."""
     i = xp.arange(length)[:, None]
     j = xp.arange(length)[None, :]
-    start, end = window_1d(i, length, kernel_size, stride, dilation, causal, xp)
-    jj = j // dilation
-    return (j % dilation == i % dilation) & (jj >= start) & (jj < end)
+    return attends_1d(i, j, length, kernel_size, stride, dilation, causal, xp)
 
 
 def neighborhood_mask(spatial_shape: Sequence[int], params: GNAParams, xp=np):

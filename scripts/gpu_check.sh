@@ -43,8 +43,8 @@ fi
 # ---- build -------------------------------------------------------------------------------
 # A warm machine keeps the last install: skip the build when the native sources are unchanged
 # (the Python package itself is imported from this tree, so it is always current).
-stamp=$(cat CMakeLists.txt pyproject.toml $(find xla_ffi -type f \( -name '*.h' -o -name '*.cc' \
-  -o -name '*.cu' \) | sort) | sha1sum | cut -c1-16)
+stamp=$(cat CMakeLists.txt pyproject.toml jax_gna/kernel_manifest.py $(find xla_ffi -type f \( \
+  -name '*.h' -o -name '*.cc' -o -name '*.cu' -o -name '*.py' \) | sort) | sha1sum | cut -c1-16)
 if want build && [ "$(cat /tmp/gna_build_stamp 2>/dev/null)" = "$stamp" ]; then
   record build SKIP 0 "native sources unchanged since the last build on this machine"
 elif want build; then
@@ -75,9 +75,11 @@ if [[ " ${STAGES[*]} " == *" sm90build "* ]]; then
   cutlass_inc=${CUTLASS_INCLUDE_DIR:-$(python3 -c "import importlib.util as u; \
 print(u.find_spec('cutlass_library').submodule_search_locations[0])" 2>/dev/null)/source/include}
   mkdir -p xla_ffi/cuda/sm90/test/prebuilt
+  generated=$(mktemp -d)   # jax_gna/kernel_manifest.h
+  python3 xla_ffi/generate_kernels.py --out "$generated" >/dev/null
   run_stage sm90build 400 nvcc -x cu -DNDEBUG -O3 -std=c++17 --expt-relaxed-constexpr \
     --expt-extended-lambda -lineinfo -gencode=arch=compute_90a,code=sm_90a -I xla_ffi/include \
-    -I xla_ffi/cuda -I "$cutlass_inc" xla_ffi/cuda/sm90/test/fwd_selftest.cc \
+    -I xla_ffi/cuda -I "$generated" -I "$cutlass_inc" xla_ffi/cuda/sm90/test/fwd_selftest.cc \
     -o xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest
 fi
 
@@ -89,9 +91,9 @@ want smoke128 && run_stage smoke128 400 env JAX_GNA_SMOKE_HEAD_DIM=128 \
   python3 tests/gpu/test_kernels_sm80_smoke.py
 want sm90self && [ -x xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest ] && \
   run_stage sm90self 500 xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest correct
-# The sm90 kernel again with its persistent grid capped at 3 CTAs (test hook in launch.h), so
-# the small test problems hand many work items over inside each CTA (Q buffers, the
-# epilogue overlapping the next item's first GEMM).
+# The sm90 kernel again with its persistent grid capped at 3 CTAs (JAX_GNA_SM90_MAX_CTAS, a
+# test hook of the FFI handler and the self-test), so the small test problems hand many work
+# items over inside each CTA (Q buffers, the epilogue overlapping the next item's first GEMM).
 want sm90items && [ -x xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest ] && \
   run_stage sm90items_self 500 env JAX_GNA_SM90_MAX_CTAS=3 \
   xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest correct

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Summarise a consumer cycle trace of the sm90 self-test (built with -DJAX_GNA_SM90_TRACE,
-`GNA_TRACE_OUT=dir sm90_fwd_selftest bench <case>`; xla_ffi/cuda/sm90/trace.h): the item
+`GNA_TRACE_OUT=dir sm90_fwd_selftest bench <case>`; xla_ffi/cuda/sm90/test/trace.h): the item
 period and a warpgroup's turn period (loop:sync to its next loop:sync), the median cycles
 between consecutive trace points (j1 / jmid / jlast: first, middle, last KV tile of the
 loop), and the gaps between consecutive turns of either warpgroup (an even ping-pong has
@@ -13,7 +13,7 @@ import sys
 from collections import defaultdict
 from statistics import median
 
-# xla_ffi/cuda/sm90/trace.h TraceEvent
+# xla_ffi/cuda/sm90/test/trace.h TraceEvent
 NAMES = {1: "loop:top", 2: "loop:sync", 3: "loop:S", 4: "loop:softmax", 5: "loop:PV",
          6: "loop:end", 10: "bnd:top", 11: "bnd:sync", 13: "epilogue:end", 14: "t0:S",
          15: "t0:softmax", 16: "t0:end", 17: "t0:PV"}

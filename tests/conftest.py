@@ -21,13 +21,15 @@ if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
+from jax_gna import kernel_manifest  # noqa: E402  (imports jax: after XLA_FLAGS)
+
 settings.register_profile(
     "default", deadline=None, derandomize=False, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                            HealthCheck.function_scoped_fixture])
 settings.load_profile("default")
 
-BACKENDS = ("reference", "sm80", "sm90")
+BACKENDS = ("reference",) + tuple(sorted(kernel_manifest.FAMILIES))
 
 
 def pytest_configure(config):

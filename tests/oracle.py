@@ -1,8 +1,9 @@
 """Dense float64 numpy GNA with analytic gradients: the fast oracle of the shared suite.
 
 It needs no XLA compile, so hundreds of random configurations stay cheap on any backend.
-It is itself checked against ``jax_gna.reference.dense_attention`` differentiated by JAX
-(``test_oracle.py``), so the suite rests on autodiff of the plain definition.
+Its neighborhood mask comes from ``tests/independent_mask.py`` (the contract written again,
+without jax_gna), so a bug in ``jax_gna.semantics`` cannot pass the suite; its gradients are
+checked against finite differences (``test_api.py``).
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import math
 
 import numpy as np
 
-from jax_gna.semantics import GNAParams, neighborhood_mask
+import independent_mask
 
 
-def _mask(spatial, params: GNAParams, n_extra: int) -> np.ndarray:
-    m = neighborhood_mask(spatial, params)
+def _mask(spatial, params, n_extra: int) -> np.ndarray:
+    m = independent_mask.params_mask(spatial, params)
     return np.concatenate([m, np.ones((m.shape[0], n_extra), bool)], axis=1)
 
 

@@ -1,4 +1,4 @@
-"""Dense masked GNA: the oracle the tests trust.
+"""Dense masked GNA in jnp: the plain definition, for examples and small problems.
 
 Builds the full ``[N, N]`` neighborhood mask from ``jax_gna.semantics`` and runs ordinary
 softmax attention over it, in float64 when the inputs are float64 (enable ``jax_enable_x64``)

@@ -30,7 +30,7 @@ import numpy as np
 
 from jax_gna import _checks
 from jax_gna._config import AttentionConfig
-from jax_gna.semantics import window_1d, tile_map_1d
+from jax_gna.semantics import attends_1d, coordinate, group_length, tile_map_1d
 
 __all__ = ["tiled_attention_fwd", "tiled_attention_bwd", "memory_budget_bytes"]
 
@@ -83,20 +83,13 @@ def _coords(group, group_len, dilation, begin, count):
     """Coordinates ``g + d * (begin + x)`` for x < count, and whether each is in its group."""
     local = begin[:, None] + np.arange(count)[None, :]
     valid = (local >= 0) & (local < group_len[:, None])
-    coords = group[:, None] + dilation * np.clip(local, 0, group_len[:, None] - 1)
+    coords = coordinate(group[:, None], np.clip(local, 0, group_len[:, None] - 1), dilation)
     return coords.astype(np.int32), valid
 
 
 def _span_begin(begin, end, group_len, span):
     """Fixed-size span start covering [begin, end), kept inside the group where possible."""
     return np.clip(begin, 0, np.maximum(group_len - span, 0))
-
-
-def _attends(length, k, s, d, causal, q_coords, k_coords):
-    """Per-pair mask for coordinate arrays (same dilation group assumed by construction)."""
-    start, end = window_1d(q_coords, length, k, s, d, causal)
-    jj = k_coords // d
-    return (k_coords % d == q_coords % d) & (jj >= start) & (jj < end)
 
 
 def _forward_plan(length, k, s, d, causal, tile) -> _DimPlan:
@@ -106,25 +99,20 @@ def _forward_plan(length, k, s, d, causal, tile) -> _DimPlan:
     kv_begin = _span_begin(tm.kv_start, tm.kv_end, tm.group_len, span)
     kv, kv_ok = _coords(tm.group, tm.group_len, d, kv_begin, span)
     pairs = (q_ok[:, :, None] & kv_ok[:, None, :]
-             & _attends(length, k, s, d, causal, q[:, :, None], kv[:, None, :]))
+             & attends_1d(q[:, :, None], kv[:, None, :], length, k, s, d, causal))
     return _DimPlan(q, q_ok, kv, pairs, _slots(q, q_ok, length))
 
 
 def _dkdv_plan(length, k, s, d, causal, tile) -> _DimPlan:
     tm = tile_map_1d(length, k, s, d, causal, 1, tile)
     span = int(np.max(tm.kv_q_end - tm.kv_q_start))
-    kv, kv_ok = _coords(tm.kv_group, np.take(_group_lengths(length, d), tm.kv_group), d,
-                        tm.kv_tile_start, tile)
-    glen = np.take(_group_lengths(length, d), tm.kv_group)
+    glen = group_length(tm.kv_group, length, d)
+    kv, kv_ok = _coords(tm.kv_group, glen, d, tm.kv_tile_start, tile)
     q_begin = _span_begin(tm.kv_q_start, tm.kv_q_end, glen, span)
     q, q_ok = _coords(tm.kv_group, glen, d, q_begin, span)
     pairs = (kv_ok[:, :, None] & q_ok[:, None, :]
-             & _attends(length, k, s, d, causal, q[:, None, :], kv[:, :, None]))
+             & attends_1d(q[:, None, :], kv[:, :, None], length, k, s, d, causal))
     return _DimPlan(kv, kv_ok, q, pairs, _slots(kv, kv_ok, length))
-
-
-def _group_lengths(length, d):
-    return np.array([length // d + (1 if g < length % d else 0) for g in range(d)])
 
 
 def _slots(coords, valid, length):
@@ -141,7 +129,7 @@ def _tile_sizes(spatial, params, tokens_target=128):
     tile holds about ``tokens_target`` tokens and never exceeds the longest group."""
     sizes = []
     for n, k, d in zip(spatial, params.kernel_size, params.dilation):
-        longest = -(-n // d)
+        longest = int(group_length(0, n, d))   # group 0 is a longest group
         sizes.append(max(1, min(longest, 1 << max(0, (k // 2).bit_length() - 0), 64)))
     while math.prod(sizes) > tokens_target and max(sizes) > 1:
         big = int(np.argmax(sizes))

@@ -1,9 +1,11 @@
 // Host-side check of the CuTe register/shared-memory layout tricks the sm80 kernels rely on
 // (xla_ffi/cuda/sm80/mma_utils.h, kernel_traits.h), for every thread of every tiled MMA the
-// kernels instantiate. No GPU needed (CuTe layouts are host code):
+// kernels instantiate. No GPU needed (CuTe layouts are host code). tests/test_host_checks_cpp.py
+// builds and runs it where nvcc is found; <gen> is the output of
+// `python3 xla_ffi/generate_kernels.py --out <gen>` (jax_gna/kernel_manifest.h):
 //
 //   nvcc -std=c++17 -O1 --expt-relaxed-constexpr -x cu -I xla_ffi/include -I xla_ffi/cuda \
-//       -I $CUTLASS_INCLUDE tests/cpp/sm80_layout_check.cc -o /tmp/sm80_layout && /tmp/sm80_layout
+//       -I <gen> -I $CUTLASS_INCLUDE tests/cpp/sm80_layout_check.cc -o /tmp/sm80_layout && /tmp/sm80_layout
 //
 // 1. rowcol_view: element (r, c) of the (row, column) view of an accumulator is at a row
 //    that depends on r only and a column that depends on c only (softmax row statistics and
@@ -20,6 +22,7 @@
 
 #include <cute/tensor.hpp>
 
+#include "jax_gna/kernel_manifest.h"
 #include "sm80/kernel_traits.h"
 #include "sm80/mma_utils.h"
 
@@ -141,18 +144,14 @@ void check_dq(const char* what) {
 }
 
 int main() {
-  using bf16 = cutlass::bfloat16_t;
-  // The instantiations of xla_ffi/cuda/sm80/{fwd,bwd}_*.cu (fp16 has the same layouts).
-  check_fwd<FwdTraits<bf16, 32, 128, 64, 4, 2>>("fwd d32");
-  check_fwd<FwdTraits<bf16, 64, 128, 64, 4, 2>>("fwd d64");
-  check_fwd<FwdTraits<bf16, 128, 128, 64, 4, 1>>("fwd d128");
-  check_fwd<FwdTraits<bf16, 256, 64, 16, 4, 2>>("fwd d256");
-  check_bwd<BwdTraits<bf16, 32, 64, 64, 4, 2, 4>>("bwd d32");
-  check_bwd<BwdTraits<bf16, 64, 64, 64, 4, 2, 4>>("bwd d64");
-  check_bwd<BwdTraits<bf16, 128, 64, 64, 8, 2, 4>>("bwd d128");
-  check_dq<DqTraits<bf16, 32, 64, 64, 4>>("dq d32");
-  check_dq<DqTraits<bf16, 64, 64, 64, 4>>("dq d64");
-  check_dq<DqTraits<bf16, 128, 64, 64, 4>>("dq d128");
+  // Every sm80 instantiation of the kernel manifest (sm80/fwd_launch.h, bwd_launch.h).
+#define CHECK_FWD(E, D, M, N, WARPS, STAGES, PS, PPV) \
+  check_fwd<FwdTraits<E, D, M, N, WARPS, STAGES, PS, PPV>>("fwd " #E " d" #D);
+#define CHECK_BWD(E, D, M, N, WARPS, SDP, DKV)                   \
+  check_bwd<BwdTraits<E, D, M, N, WARPS, SDP, DKV>>("bwd " #E " d" #D); \
+  check_dq<DqTraits<E, D, M, N, 4>>("dq " #E " d" #D);
+  JAX_GNA_KERNELS_SM80_FWD(CHECK_FWD)
+  JAX_GNA_KERNELS_SM80_BWD(CHECK_BWD)
   std::printf("%s: %d failures\n", g_failures ? "FAIL" : "PASS", g_failures);
   return g_failures ? 1 : 0;
 }

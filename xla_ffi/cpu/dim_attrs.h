@@ -41,26 +41,25 @@ inline ffi::Error MakeDimParams(int64_t length, int64_t kernel_size, int64_t str
                            ", kernel_size=" + std::to_string(kernel_size) +
                            ", stride=" + std::to_string(stride) +
                            ", dilation=" + std::to_string(dilation) + ")";
-  if (length < 1) {
-    return ffi::Error::InvalidArgument("length=" + std::to_string(length) +
-                                       " must be >= 1" + dims);
-  }
-  if (kernel_size < 2) {
-    return ffi::Error::InvalidArgument("kernel_size=" + std::to_string(kernel_size) +
-                                       " must be >= 2" + dims);
-  }
-  if (dilation < 1) {
-    return ffi::Error::InvalidArgument("dilation=" + std::to_string(dilation) +
-                                       " must be >= 1" + dims);
-  }
-  if (kernel_size * dilation > length) {
-    return ffi::Error::InvalidArgument(
-        "kernel_size=" + std::to_string(kernel_size) + " times dilation=" +
-        std::to_string(dilation) + " exceeds length " + std::to_string(length) + dims);
-  }
-  if (stride < 1 || stride > kernel_size) {
-    return ffi::Error::InvalidArgument("stride=" + std::to_string(stride) +
-                                       " must satisfy 1 <= stride <= kernel_size" + dims);
+  switch (first_broken_rule(length, kernel_size, stride, dilation)) {
+    case DimRule::kValid:
+      break;
+    case DimRule::kLength:
+      return ffi::Error::InvalidArgument("length=" + std::to_string(length) +
+                                         " must be >= 1" + dims);
+    case DimRule::kKernelSize:
+      return ffi::Error::InvalidArgument("kernel_size=" + std::to_string(kernel_size) +
+                                         " must be >= 2" + dims);
+    case DimRule::kDilation:
+      return ffi::Error::InvalidArgument("dilation=" + std::to_string(dilation) +
+                                         " must be >= 1" + dims);
+    case DimRule::kWindowFits:
+      return ffi::Error::InvalidArgument(
+          "kernel_size=" + std::to_string(kernel_size) + " times dilation=" +
+          std::to_string(dilation) + " exceeds length " + std::to_string(length) + dims);
+    case DimRule::kStride:
+      return ffi::Error::InvalidArgument("stride=" + std::to_string(stride) +
+                                         " must satisfy 1 <= stride <= kernel_size" + dims);
   }
   out->length = static_cast<int>(length);
   out->kernel_size = static_cast<int>(kernel_size);

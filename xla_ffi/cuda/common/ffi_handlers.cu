@@ -29,10 +29,12 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <mutex>
 #include <string>
 #include <string_view>
 
+#include "jax_gna/kernel_manifest.h"
 #include "jax_gna/params.h"
 #include "jax_gna/window.h"
 #include "registry.h"
@@ -48,7 +50,7 @@ namespace ffi = ::xla::ffi;
 namespace jax_gna {
 namespace {
 
-constexpr int kMaxBoxDim = 256;  // a tile box extent per dim (sm80 index_math.h packing)
+constexpr int kMaxBoxDim = manifest::kMaxTileSide;  // a tile box extent per dim
 
 ffi::Error Invalid(const std::string& msg) {
   return ffi::Error::InvalidArgument("jax_gna: " + msg);
@@ -178,16 +180,23 @@ ffi::Error ParseWindow(ffi::Span<const int64_t> q_dims, int rank,
     const int64_t L = q_dims[1 + a], k = kernel_size[a], s = stride[a], d = dilation[a];
     if (!FitsInt(L)) return Invalid("spatial size " + std::to_string(L) + " along dim " +
                                     std::to_string(a) + " does not fit in int32");
-    if (k < 2) return Invalid("kernel_size" + at + "=" + std::to_string(k) + " must be >= 2");
-    if (d < 1) return Invalid("dilation" + at + "=" + std::to_string(d) + " must be >= 1");
-    if (k > L || d > L || k * d > L) {
-      return Invalid("kernel_size" + at + "=" + std::to_string(k) + " times dilation" + at +
-                     "=" + std::to_string(d) + " exceeds spatial size " + std::to_string(L) +
-                     " along dim " + std::to_string(a));
-    }
-    if (s < 1 || s > k) {
-      return Invalid("stride" + at + "=" + std::to_string(s) +
-                     " must satisfy 1 <= stride <= kernel_size (" + std::to_string(k) + ")");
+    switch (first_broken_rule(L, k, s, d)) {
+      case DimRule::kValid:
+        break;
+      case DimRule::kLength:
+        return Invalid("spatial size " + std::to_string(L) + " along dim " +
+                       std::to_string(a) + " must be >= 1");
+      case DimRule::kKernelSize:
+        return Invalid("kernel_size" + at + "=" + std::to_string(k) + " must be >= 2");
+      case DimRule::kDilation:
+        return Invalid("dilation" + at + "=" + std::to_string(d) + " must be >= 1");
+      case DimRule::kWindowFits:
+        return Invalid("kernel_size" + at + "=" + std::to_string(k) + " times dilation" + at +
+                       "=" + std::to_string(d) + " exceeds spatial size " + std::to_string(L) +
+                       " along dim " + std::to_string(a));
+      case DimRule::kStride:
+        return Invalid("stride" + at + "=" + std::to_string(s) +
+                       " must satisfy 1 <= stride <= kernel_size (" + std::to_string(k) + ")");
     }
     if (is_causal[a] != 0 && is_causal[a] != 1) {
       return Invalid("is_causal" + at + "=" + std::to_string(is_causal[a]) + " must be 0 or 1");
@@ -233,6 +242,20 @@ ffi::Error CheckTileTokens(const TileShape& tiles, int q_tokens, int kv_tokens,
   }
   return ffi::Error::Success();
 }
+
+#if defined(JAX_GNA_BUILT_SM90A)
+// Test hook of the sm90 forward: JAX_GNA_SM90_MAX_CTAS=n caps its persistent grid at n
+// CTAs (FwdParams::num_sms), so that small test problems still give every CTA several work
+// items (item-to-item hand-over: Q buffers, the epilogue overlapping the next item's first
+// GEMM). Read once per process.
+int Sm90CtaCap(int num_sms) {
+  static const int max_ctas = [] {
+    const char* e = std::getenv("JAX_GNA_SM90_MAX_CTAS");
+    return e != nullptr && std::atoi(e) > 0 ? std::atoi(e) : 0;
+  }();
+  return max_ctas > 0 && max_ctas < num_sms ? max_ctas : num_sms;
+}
+#endif
 
 // Multiprocessor count of the current device (the one XLA runs the stream on), cached.
 ffi::Error NumSms(int* out) {
@@ -444,9 +467,12 @@ ffi::Error FwdImpl(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi:
   const bool is_sm90 = backend == "sm90";
 #if defined(JAX_GNA_BUILT_SM90A)
   if (is_sm90) {
-    if (const char* why = sm90_fwd_unsupported_reason(p); why != nullptr) {
+    if (const char* why = sm90_fwd_unsupported_reason(p, kernel->q_tile_tokens,
+                                                      kernel->kv_tile_tokens);
+        why != nullptr) {
       return Invalid(std::string("backend 'sm90' cannot serve this call: ") + why);
     }
+    p.num_sms = Sm90CtaCap(p.num_sms);
   }
 #endif
   if (c.shape.batch == 0) return ffi::Error::Success();
@@ -567,7 +593,9 @@ ffi::Error BwdImpl(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi:
   const bool is_sm90 = backend == "sm90";
 #if defined(JAX_GNA_BUILT_SM90A)
   if (is_sm90) {
-    if (const char* why = sm90_bwd_unsupported_reason(p); why != nullptr) {
+    if (const char* why = sm90_bwd_unsupported_reason(p, kernel->q_tile_tokens,
+                                                       kernel->kv_tile_tokens);
+        why != nullptr) {
       return Invalid(std::string("backend 'sm90' cannot serve this call: ") + why);
     }
   }

@@ -1,5 +1,6 @@
 // Kernel registry: the one C++ table of compiled GNA kernel instantiations. Each
-// instantiation file (one dtype x head dim x direction per .cu file) registers itself with
+// instantiation file (one dtype x head dim x direction per .cu file, generated from
+// jax_gna/kernel_manifest.py by xla_ffi/generate_kernels.py) registers itself with
 // JAX_GNA_REGISTER_FWD / JAX_GNA_REGISTER_BWD; the FFI handlers look kernels up here by
 // (backend, dtype, head dims), and `jax_gna_compiled_kernels()` lists the table so the
 // Python support table (jax_gna/backends.py) can intersect what a backend supports with

@@ -1,5 +1,5 @@
 // Host-side launcher of the sm80 backward and the registration macro of its instantiation
-// files (one dtype x head dim per .cu file: bwd_<dtype>_hdim<D>.cu).
+// files (one dtype x head dim per .cu file, generated from jax_gna/kernel_manifest.py).
 //
 // Sequence on the stream (the FFI handler has zeroed dq_accum unless deterministic):
 //   1. bwd_delta_kernel     delta = rowsum(dO * O) - dlse
@@ -81,13 +81,15 @@ cudaError_t launch_bwd(const BwdParams& p, cudaStream_t stream) {
 
 }  // namespace jax_gna::sm80
 
-// One backward instantiation: element type, head dim, warps of the dK/dV kernel and their
-// split (S/dP: WARPS_M_SDP along queries; dK/dV/dQ: WARPS_M_DKV along rows). Both backward
-// kernels use 64-token Q and KV tiles; the deterministic dQ kernel uses 4 warps.
-#define JAX_GNA_SM80_BWD_INSTANCE(ELEMENT, HEAD_DIM, WARPS, WARPS_M_SDP, WARPS_M_DKV)          \
-  namespace jax_gna::sm80 {                                                                    \
-  using BwdInstance = BwdTraits<ELEMENT, HEAD_DIM, 64, 64, WARPS, WARPS_M_SDP, WARPS_M_DKV>;   \
-  using DqInstance = DqTraits<ELEMENT, HEAD_DIM, 64, 64, 4>;                                   \
-  JAX_GNA_REGISTER_BWD(KernelKey{"sm80", dtype_of<ELEMENT>(), HEAD_DIM, HEAD_DIM}, 64, 64,     \
-                       &launch_bwd<BwdInstance, DqInstance>);                                   \
+// One backward instantiation: element type, head dim, Q and KV tile tokens (both backward
+// kernels), warps of the dK/dV kernel and their split (S/dP: WARPS_M_SDP along queries;
+// dK/dV/dQ: WARPS_M_DKV along rows); the deterministic dQ kernel uses 4 warps.
+#define JAX_GNA_SM80_BWD_INSTANCE(ELEMENT, HEAD_DIM, BLOCK_M, BLOCK_N, WARPS, WARPS_M_SDP,        \
+                                  WARPS_M_DKV)                                                   \
+  namespace jax_gna::sm80 {                                                                      \
+  using BwdInstance =                                                                            \
+      BwdTraits<ELEMENT, HEAD_DIM, BLOCK_M, BLOCK_N, WARPS, WARPS_M_SDP, WARPS_M_DKV>;           \
+  using DqInstance = DqTraits<ELEMENT, HEAD_DIM, BLOCK_M, BLOCK_N, 4>;                           \
+  JAX_GNA_REGISTER_BWD(KernelKey{"sm80", dtype_of<ELEMENT>(), HEAD_DIM, HEAD_DIM}, BLOCK_M,      \
+                       BLOCK_N, &launch_bwd<BwdInstance, DqInstance>);                           \
   }

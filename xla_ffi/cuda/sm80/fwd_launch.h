@@ -1,5 +1,5 @@
 // Host-side launcher of the forward kernel and the registration macro of its instantiation
-// files (one dtype x head dim per .cu file: fwd_<dtype>_hdim<D>.cu).
+// files (one dtype x head dim per .cu file, generated from jax_gna/kernel_manifest.py).
 #pragma once
 
 #include <cuda_runtime.h>

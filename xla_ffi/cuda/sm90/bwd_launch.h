@@ -42,7 +42,8 @@ cudaError_t launch_bwd(const BwdParams& bp, cudaStream_t stream) {
     return cudaErrorInvalidValue;
   }
   BwdKernelParams kp{};
-  if (!admit_bwd(bp, kHeadDim, &kp.desc, &why)) return cudaErrorInvalidValue;
+  if (!admit_bwd(bp, kHeadDim, Traits::kBlockM, Traits::kBlockN, &kp.desc, &why))
+    return cudaErrorInvalidValue;
   const ProblemShape& s = fp.shape;
   if (s.batch == 0) return cudaSuccess;
   const int64_t rows = int64_t(s.batch) * s.tokens() * s.heads_q;  // (batch, token, q head)

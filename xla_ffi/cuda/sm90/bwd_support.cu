@@ -7,15 +7,13 @@
 
 namespace jax_gna {
 
-const char* sm90_bwd_unsupported_reason(const BwdParams& params) {
+const char* sm90_bwd_unsupported_reason(const BwdParams& params, int q_tile_tokens,
+                                        int kv_tile_tokens) {
   thread_local std::string why;
-  const int d = params.fwd.shape.head_dim;
-  if (d != 64 && d != 128) {
-    why = "sm90 backward: head_dim must be 64 or 128; got " + std::to_string(d);
-    return why.c_str();
-  }
   sm90::BwdDesc desc;
-  if (sm90::admit_bwd(params, d, &desc, &why)) return nullptr;
+  if (sm90::admit_bwd(params, params.fwd.shape.head_dim, q_tile_tokens, kv_tile_tokens, &desc,
+                      &why))
+    return nullptr;
   return why.c_str();
 }
 

@@ -7,15 +7,13 @@
 
 namespace jax_gna {
 
-const char* sm90_fwd_unsupported_reason(const FwdParams& params) {
+const char* sm90_fwd_unsupported_reason(const FwdParams& params, int q_tile_tokens,
+                                        int kv_tile_tokens) {
   thread_local std::string why;
-  const int d = params.shape.head_dim;
-  if (d != 64 && d != 128 && d != 256) {
-    why = "sm90 forward: head_dim must be 64, 128 or 256; got " + std::to_string(d);
-    return why.c_str();
-  }
   sm90::ProblemDesc desc;
-  if (sm90::admit_fwd(params, d, sm90_fwd_kv_tile_tokens(d), &desc, &why)) return nullptr;
+  if (sm90::admit_fwd(params, params.shape.head_dim, q_tile_tokens, kv_tile_tokens, &desc,
+                      &why))
+    return nullptr;
   return why.c_str();
 }
 

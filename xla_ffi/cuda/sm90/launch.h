@@ -33,7 +33,7 @@ cudaError_t launch_fwd(const FwdParams& fp, cudaStream_t stream) {
     return cudaErrorInvalidValue;
   }
   KernelParams kp{};
-  if (!admit_fwd(fp, Traits::kHeadDim, Traits::kBlockN, &kp.prob, &why)) {
+  if (!admit_fwd(fp, Traits::kHeadDim, Traits::kBlockM, Traits::kBlockN, &kp.prob, &why)) {
     return cudaErrorInvalidValue;
   }
   if (kp.prob.total_work == 0) return cudaSuccess;  // empty batch
@@ -88,14 +88,8 @@ cudaError_t launch_fwd(const FwdParams& fp, cudaStream_t stream) {
     if (e == cudaSuccess) e = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, dev);
     if (e != cudaSuccess) return e;
   }
-  // Test hook: JAX_GNA_SM90_MAX_CTAS=n caps the persistent grid at n CTAs, so that small
-  // test problems still give every CTA several work items (item-to-item hand-over: Q
-  // buffers, the epilogue overlapping the next item's first GEMM).
-  static const int max_ctas = [] {
-    const char* e = std::getenv("JAX_GNA_SM90_MAX_CTAS");
-    return e != nullptr && std::atoi(e) > 0 ? std::atoi(e) : 0;
-  }();
-  if (max_ctas > 0 && max_ctas < num_sms) num_sms = max_ctas;
+  // The persistent grid: one CTA per SM (fp.num_sms; a caller may pass fewer), at most one
+  // per work item.
   const int grid = num_sms < kp.prob.total_work ? num_sms : kp.prob.total_work;
 
   auto kernel = &gna_fwd_sm90_kernel<Traits>;
@@ -124,13 +118,6 @@ cudaError_t launch_fwd(const FwdParams& fp, cudaStream_t stream) {
   kernel<<<grid, Traits::kNumThreads, Traits::kSmemBytes, stream>>>(kp);
   return cudaGetLastError();
 }
-
-// The configurations this directory instantiates: KV tile 128 tokens (64 for head dim 256),
-// pipeline depth from the shared memory budget.
-template <class Element, int kHeadDim>
-using FwdConfig =
-    FwdTraits<Element, kHeadDim, sm90_fwd_kv_tile_tokens(kHeadDim),
-              kHeadDim == 64 ? 4 : 2>;
 
 }  // namespace sm90
 }  // namespace jax_gna

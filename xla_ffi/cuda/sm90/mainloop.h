@@ -39,7 +39,15 @@
 #include "recompute.h"
 #include "softmax.h"
 #include "tile_map.h"
-#include "trace.h"
+
+// Consumer cycle trace points: recorded only in the self-test's profiling build.
+#ifdef JAX_GNA_SM90_TRACE
+#include "test/trace.h"
+#else
+#define GNA_TRACE_INIT(wg, tid) ((void)0)
+#define GNA_TRACE(event, item, j) ((void)0)
+#define GNA_TRACE_DONE(wg) ((void)0)
+#endif
 
 namespace jax_gna {
 namespace sm90 {
@@ -245,7 +253,7 @@ struct Mainloop {
     const uint32_t bar_mine = wg == 0 ? kBarSchedWG0 : kBarSchedWG1;
     const uint32_t bar_other = wg == 0 ? kBarSchedWG1 : kBarSchedWG0;
     constexpr uint32_t kSchedThreads = Traits::kNumMmaThreads;
-    GNA_TRACE_INIT(wg, tid);  // trace.h: a profiling build of the self-test only
+    GNA_TRACE_INIT(wg, tid);  // test/trace.h: a profiling build of the self-test only
     // Warpgroup 0 issues first.
     if (wg == 1) NamedBarrier::arrive(kSchedThreads, kBarSchedWG0);
 

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <string>
 
+#include "jax_gna/kernel_manifest.h"
 #include "jax_gna/params.h"
 #include "jax_gna/window.h"
 #include "bwd_tile_map.h"
@@ -36,9 +37,10 @@ inline std::string& last_error_message() {
   return msg;
 }
 
-// Largest TMA box extent and traversal stride (cuTensorMapEncodeTiled limits).
-constexpr int kMaxBox = 256;
-constexpr int kMaxTraversalStride = 8;
+// Largest TMA box extent and traversal stride (cuTensorMapEncodeTiled limits), as the
+// kernel manifest states them for this family.
+constexpr int kMaxBox = manifest::family("sm90").box_extent_limit;
+constexpr int kMaxTraversalStride = manifest::family("sm90").max_dilation;
 
 // Checks the problem, tiles and the q, k, v, out, lse, extra layouts of params against what
 // an sm90 kernel of (head_dim, q_tile_tokens, kv_tile_tokens) reads through its TMA maps; on
@@ -192,20 +194,17 @@ inline bool admit_tiles(const FwdParams& fp, const char* kernel, int head_dim,
   return true;
 }
 
-// The forward: 128-token Q tiles.
-inline bool admit_fwd(const FwdParams& fp, int head_dim, int kv_tile_tokens, ProblemDesc* out,
-                      std::string* why) {
-  return admit_tiles(fp, "sm90 forward", head_dim, 128, kv_tile_tokens, out, why);
+// The forward kernel of (head_dim, q_tile_tokens, kv_tile_tokens).
+inline bool admit_fwd(const FwdParams& fp, int head_dim, int q_tile_tokens, int kv_tile_tokens,
+                      ProblemDesc* out, std::string* why) {
+  return admit_tiles(fp, "sm90 forward", head_dim, q_tile_tokens, kv_tile_tokens, out, why);
 }
-
-// Tokens per Q and KV tile of the backward (bwd_traits.h kBlockM, kBlockN).
-constexpr int kBwdQTileTokens = 64;
-constexpr int kBwdKvTileTokens = 128;
 
 // The backward: what admit_tiles checks for the forward's tensors, plus dO, dK, dV and the
 // fp32 dq_accum (TMA maps too: 16-byte aligned, (heads, head_dim) contiguous, strides of
 // 16-byte multiples), and what this kernel does not compute.
-inline bool admit_bwd(const BwdParams& bp, int head_dim, BwdDesc* out, std::string* why) {
+inline bool admit_bwd(const BwdParams& bp, int head_dim, int q_tile_tokens, int kv_tile_tokens,
+                      BwdDesc* out, std::string* why) {
   const FwdParams& fp = bp.fwd;
   const ProblemShape& s = fp.shape;
   auto fail = [&](std::string m) {
@@ -218,8 +217,7 @@ inline bool admit_bwd(const BwdParams& bp, int head_dim, BwdDesc* out, std::stri
   if (s.num_extra > 0)
     return fail(fmt("additional keys/values (num_extra=%d) are not supported", s.num_extra));
   BwdDesc d{};
-  if (!admit_tiles(fp, "sm90 backward", head_dim, kBwdQTileTokens, kBwdKvTileTokens, &d.prob,
-                   why))
+  if (!admit_tiles(fp, "sm90 backward", head_dim, q_tile_tokens, kv_tile_tokens, &d.prob, why))
     return false;
   auto aligned16 = [](const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; };
   const struct {
@@ -259,7 +257,7 @@ inline bool admit_bwd(const BwdParams& bp, int head_dim, BwdDesc* out, std::stri
   if (total >= (int64_t(1) << 31)) return fail("more than 2^31 KV tiles");
   const int ext[3] = {d.prob.dim[0].q_tile, d.prob.dim[1].q_tile, d.prob.dim[2].q_tile};
   const int lg[3] = {d.prob.dim[0].q_log2, d.prob.dim[1].q_log2, d.prob.dim[2].q_log2};
-  d.q_cols = make_column_box(ext, lg, kBwdQTileTokens);
+  d.q_cols = make_column_box(ext, lg, q_tile_tokens);
   d.num_kv_tiles = static_cast<int>(kv_tiles);
   d.total_work = static_cast<int>(total);
   *out = d;

@@ -37,6 +37,31 @@ struct Range {
   int end;
 };
 
+// The rules GNA parameters obey along one real (not padding) dim, in the order they are
+// checked (docs/semantics.md; jax_gna.semantics.make_params is the Python statement): the one C++
+// validation of them, used by the FFI handlers and the CPU targets, which word the error.
+enum class DimRule : int {
+  kValid = 0,
+  kLength,      // length >= 1
+  kKernelSize,  // kernel_size >= 2
+  kDilation,    // dilation >= 1
+  kWindowFits,  // kernel_size * dilation <= length
+  kStride,      // 1 <= stride <= kernel_size
+};
+
+// The first rule (length, kernel_size, stride, dilation) break, or kValid. Host only; int64
+// arguments as the attributes arrive, compared before any product can overflow.
+inline DimRule first_broken_rule(int64_t length, int64_t kernel_size, int64_t stride,
+                                 int64_t dilation) {
+  if (length < 1) return DimRule::kLength;
+  if (kernel_size < 2) return DimRule::kKernelSize;
+  if (dilation < 1) return DimRule::kDilation;
+  if (kernel_size > length || dilation > length || kernel_size * dilation > length)
+    return DimRule::kWindowFits;
+  if (stride < 1 || stride > kernel_size) return DimRule::kStride;
+  return DimRule::kValid;
+}
+
 GNA_HD int imin(int a, int b) { return a < b ? a : b; }
 GNA_HD int imax(int a, int b) { return a > b ? a : b; }
 GNA_HD int ceil_div(int a, int b) { return (a + b - 1) / b; }

@@ -2,7 +2,9 @@
 // benchmark and per-item cost sweep) is admitted by the sm90 forward rule, and a listing of
 // the random cases.
 //
-//   g++ -std=c++17 -O2 -I xla_ffi/include -I xla_ffi/cuda/sm90
+// (tests/test_host_checks_cpp.py builds and runs it; <gen> is the output of
+// `python3 xla_ffi/generate_kernels.py --out <gen>`, for jax_gna/kernel_manifest.h)
+//   g++ -std=c++17 -O2 -I xla_ffi/include -I xla_ffi/cuda/sm90 -I <gen>
 //       xla_ffi/cuda/sm90/test/cases_check.cc -o /tmp/sm90_cases_check && /tmp/sm90_cases_check [seed [count]]
 #include <cstdio>
 #include <cstdlib>
@@ -21,7 +23,12 @@ static bool admitted(const Case& c, std::string* why, double* tiles) {
   fp.q = fp.k = fp.v = fp.extra_k = fp.extra_v = dummy;
   fp.out = dummy;
   ProblemDesc p;
-  if (!admit_fwd(fp, c.D, c.D == 256 ? 64 : 128, &p, why)) return false;
+  const manifest::Instance* k = manifest::find("sm90", "fwd", fp.dtype, c.D);
+  if (k == nullptr) {
+    *why = "no sm90 forward of this dtype and head dim in the kernel manifest";
+    return false;
+  }
+  if (!admit_fwd(fp, c.D, k->q_tile_tokens, k->kv_tile_tokens, &p, why)) return false;
   double t = 0;
   for (int w = 0; w < p.total_work; ++w) t += work_kv_tiles(p, w);
   *tiles = t;

@@ -2,9 +2,11 @@
 // registry): correctness against a float64 CPU reference (docs/semantics.md, windows from
 // window.h), then the benchmark suite's forward cases with effective and per-tile TFLOP/s.
 //
-// Build (.cc so the library's **/*.cu glob skips it; ~1-5 min, one TU with six kernels):
+// Build (.cc so the library's **/*.cu glob skips it; ~1-5 min, one TU with the kernel
+// manifest's sm90 forward instantiations; <gen> holds jax_gna/kernel_manifest.h):
+//   python3 xla_ffi/generate_kernels.py --out <gen>
 //   nvcc -x cu -DNDEBUG -O3 -std=c++17 --expt-relaxed-constexpr --expt-extended-lambda
-//        -gencode=arch=compute_90a,code=sm_90a -I xla_ffi/include -I xla_ffi/cuda
+//        -gencode=arch=compute_90a,code=sm_90a -I xla_ffi/include -I xla_ffi/cuda -I <gen>
 //        -I <cutlass>/include
 //        xla_ffi/cuda/sm90/test/fwd_selftest.cc -o sm90_fwd_selftest
 // Run:  ./sm90_fwd_selftest [all|correct|bench|list] [name filter]
@@ -16,7 +18,7 @@
 //       adds the per-item cost sweep (selftest_cases.h: item_cost_cases);
 //       GNA_SELFTEST_SPIKE=f scales the keys of every 29th token by f (row maxima jump
 //       between KV tiles: the softmax's rescale and fast-step fallback paths).
-//       Built with -DJAX_GNA_SM90_TRACE (../trace.h), `bench` also writes each case's
+//       Built with -DJAX_GNA_SM90_TRACE (trace.h), `bench` also writes each case's
 //       consumer cycle trace to $GNA_TRACE_OUT/<case>.trace (scripts/sm90_trace.py).
 // Exit status 0 iff every case passes: docs/semantics.md tolerances for half-precision operands
 // (relative error of O < 1e-2, max |LSE error| < 1e-3), no NaN/Inf anywhere (the outputs are
@@ -44,9 +46,11 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "../launch.h"
+#include "jax_gna/kernel_manifest.h"
 // sm90_fwd_unsupported_reason / sm90_fwd_last_error (host code of the library).
 #include "../fwd_support.cu"
 #include "selftest_cases.h"
@@ -130,26 +134,35 @@ static FwdParams make_params(const Case& c, const Buffers& b) {
   int dev = 0;
   CUDA_OK(cudaGetDevice(&dev));
   CUDA_OK(cudaDeviceGetAttribute(&fp.num_sms, cudaDevAttrMultiProcessorCount, dev));
+  // JAX_GNA_SM90_MAX_CTAS=n caps the persistent grid at n CTAs, as the library's FFI
+  // handler does (more work items per CTA on small cases).
+  if (const char* e = std::getenv("JAX_GNA_SM90_MAX_CTAS"); e != nullptr && std::atoi(e) > 0)
+    fp.num_sms = std::min(fp.num_sms, std::atoi(e));
   fp.workspace = c.workspace ? b.ws : nullptr;
-  fp.workspace_bytes = c.workspace ? 256 : 0;
+  fp.workspace_bytes = c.workspace ? manifest::family("sm90").fwd_workspace_bytes : 0;
   return fp;
 }
 
+// The kernel manifest's instantiation for a case's dtype and head dim (nullptr: none).
+static const manifest::Instance* instance_of(const FwdParams& fp) {
+  return manifest::find("sm90", "fwd", fp.dtype, fp.shape.head_dim);
+}
+
+static const char* unsupported_reason(const FwdParams& fp) {
+  const manifest::Instance* k = instance_of(fp);
+  if (k == nullptr) return "no sm90 forward of this dtype and head dim in the kernel manifest";
+  return sm90_fwd_unsupported_reason(fp, k->q_tile_tokens, k->kv_tile_tokens);
+}
+
 static cudaError_t launch(const FwdParams& fp, cudaStream_t st) {
-  const bool h = fp.dtype == DType::kFloat16;
-  switch (fp.shape.head_dim) {
-    case 64:
-      return h ? launch_fwd<FwdConfig<cutlass::half_t, 64>>(fp, st)
-               : launch_fwd<FwdConfig<cutlass::bfloat16_t, 64>>(fp, st);
-    case 128:
-      return h ? launch_fwd<FwdConfig<cutlass::half_t, 128>>(fp, st)
-               : launch_fwd<FwdConfig<cutlass::bfloat16_t, 128>>(fp, st);
-    case 256:
-      return h ? launch_fwd<FwdConfig<cutlass::half_t, 256>>(fp, st)
-               : launch_fwd<FwdConfig<cutlass::bfloat16_t, 256>>(fp, st);
-    default:
-      return cudaErrorInvalidValue;
-  }
+#define SELFTEST_LAUNCH(ELEMENT, HEAD_DIM, Q_TOKENS, KV_TOKENS, STAGES)                       \
+  if (fp.dtype == (std::is_same_v<ELEMENT, cutlass::half_t> ? DType::kFloat16                 \
+                                                             : DType::kBFloat16) &&           \
+      fp.shape.head_dim == HEAD_DIM)                                                           \
+    return launch_fwd<FwdTraits<ELEMENT, HEAD_DIM, KV_TOKENS, STAGES>>(fp, st);
+  JAX_GNA_KERNELS_SM90_FWD(SELFTEST_LAUNCH)
+#undef SELFTEST_LAUNCH
+  return cudaErrorInvalidValue;
 }
 
 static Buffers alloc(const Case& c) {
@@ -163,8 +176,8 @@ static Buffers alloc(const Case& c) {
   CUDA_OK(cudaMalloc(&b.k, b.nkv * 2));
   CUDA_OK(cudaMalloc(&b.v, b.nkv * 2));
   CUDA_OK(cudaMalloc(&b.lse, c.B * b.ntok * c.Hq * sizeof(float)));
-  CUDA_OK(cudaMalloc(&b.ws, 256));
-  CUDA_OK(cudaMemset(b.ws, 0x7f, 256));  // garbage: the launch must zero it
+  CUDA_OK(cudaMalloc(&b.ws, manifest::family("sm90").fwd_workspace_bytes));
+  CUDA_OK(cudaMemset(b.ws, 0x7f, manifest::family("sm90").fwd_workspace_bytes));  // garbage: the launch must zero it
   if (c.E > 0) {
     CUDA_OK(cudaMalloc(&b.ek, b.nex * 2));
     CUDA_OK(cudaMalloc(&b.ev, b.nex * 2));
@@ -222,7 +235,7 @@ static std::vector<float> to_float(const void* dev, int64_t n, bool fp16) {
 static bool check_case(const Case& c) {
   Buffers b = alloc(c);
   const FwdParams fp = make_params(c, b);
-  if (const char* why = sm90_fwd_unsupported_reason(fp)) {
+  if (const char* why = unsupported_reason(fp)) {
     std::printf("[%-34s] REFUSED: %s\n", c.name.c_str(), why);
     release(b);
     return false;
@@ -322,14 +335,15 @@ static int bench_iters() {
 static bool bench_case(const Case& c) {
   Buffers b = alloc(c);
   const FwdParams fp = make_params(c, b);
-  if (const char* why = sm90_fwd_unsupported_reason(fp)) {
+  if (const char* why = unsupported_reason(fp)) {
     std::printf("[%-34s] REFUSED: %s\n", c.name.c_str(), why);
     release(b);
     return false;
   }
   ProblemDesc p;
   std::string why;
-  admit_fwd(fp, c.D, sm90_fwd_kv_tile_tokens(c.D), &p, &why);
+  admit_fwd(fp, c.D, instance_of(fp)->q_tile_tokens, instance_of(fp)->kv_tile_tokens, &p,
+            &why);
   // Attended pairs (docs/semantics.md effective FLOPs) and visited KV tiles (tile FLOPs).
   double pairs = 0;
   {

@@ -1,6 +1,8 @@
 // Host-side check of the sm90 forward kernel's index math (no GPU, plain g++):
 //
-//   g++ -std=c++17 -O2 -I xla_ffi/include -I xla_ffi/cuda/sm90
+// (tests/test_host_checks_cpp.py builds and runs it; <gen> is the output of
+// `python3 xla_ffi/generate_kernels.py --out <gen>`, for jax_gna/kernel_manifest.h)
+//   g++ -std=c++17 -O2 -I xla_ffi/include -I xla_ffi/cuda/sm90 -I <gen>
 //       xla_ffi/cuda/sm90/test/host_check.cc -o /tmp/sm90_host_check && /tmp/sm90_host_check
 //
 // For random GNA problems (rank 1-3, odd/even kernels, strides, dilations that do and do not
@@ -64,7 +66,7 @@ struct Problem {
   DimParams dims[3];
   int q[3], kv[3];
   int batch, hq, hkv, extra;
-  int head_dim, block_n;
+  int head_dim, block_m, block_n;  // an sm90 forward instantiation of the kernel manifest
 };
 
 static FwdParams make_params(const Problem& pr) {
@@ -148,7 +150,7 @@ static void check_problem(const Problem& pr) {
   const FwdParams fp = make_params(pr);
   ProblemDesc p;
   std::string why;
-  const bool ok = admit_fwd(fp, pr.head_dim, pr.block_n, &p, &why);
+  const bool ok = admit_fwd(fp, pr.head_dim, pr.block_m, pr.block_n, &p, &why);
   CHECK(ok, "admission refused: %s", why.c_str());
   if (!ok) return;
   const int N = pr.block_n;
@@ -326,7 +328,7 @@ static void check_query_range(const Problem& pr, std::mt19937& rng) {
   }
   ProblemDesc p;
   std::string why;
-  if (!admit_fwd(fp, pr.head_dim, pr.block_n, &p, &why)) {
+  if (!admit_fwd(fp, pr.head_dim, pr.block_m, pr.block_n, &p, &why)) {
     CHECK(false, "admission refused with a query range: %s", why.c_str());
     return;
   }
@@ -368,47 +370,48 @@ static void check_refusals() {
   pr.dims[2] = {32, 8, 1, 1, false};
   pr.q[0] = 1; pr.q[1] = 16; pr.q[2] = 8;
   pr.kv[0] = 1; pr.kv[1] = 16; pr.kv[2] = 8;
-  pr.batch = 1; pr.hq = 2; pr.hkv = 1; pr.extra = 0; pr.head_dim = 128; pr.block_n = 128;
+  pr.batch = 1; pr.hq = 2; pr.hkv = 1; pr.extra = 0; pr.head_dim = 128; pr.block_m = 128;
+  pr.block_n = 128;
   ProblemDesc p;
   std::string why;
   FwdParams fp = make_params(pr);
-  CHECK(admit_fwd(fp, 128, 128, &p, &why), "baseline refused: %s", why.c_str());
+  CHECK(admit_fwd(fp, 128, 128, 128, &p, &why), "baseline refused: %s", why.c_str());
   FwdParams bad = fp;
   bad.tiles.q[2] = 4;  // 64 tokens
-  CHECK(!admit_fwd(bad, 128, 128, &p, &why), "Q tile of 64 tokens admitted");
+  CHECK(!admit_fwd(bad, 128, 128, 128, &p, &why), "Q tile of 64 tokens admitted");
   bad = fp;
   bad.tiles.kv[1] = 8; bad.tiles.kv[2] = 16; bad.shape.dims[1].dilation = 9;
   bad.shape.dims[1].kernel_size = 3;
-  CHECK(!admit_fwd(bad, 128, 128, &p, &why), "dilation 9 admitted");
+  CHECK(!admit_fwd(bad, 128, 128, 128, &p, &why), "dilation 9 admitted");
   bad = fp;
   bad.shape.dims[2].dilation = 2;  // kv box 8 * 2 = 16 fine, q box 8 * 2 fine
   bad.shape.dims[2].kernel_size = 4;
-  CHECK(admit_fwd(bad, 128, 128, &p, &why), "dilation 2 refused: %s", why.c_str());
+  CHECK(admit_fwd(bad, 128, 128, 128, &p, &why), "dilation 2 refused: %s", why.c_str());
   bad = fp;
   bad.q_strides.head = 256;
-  CHECK(!admit_fwd(bad, 128, 128, &p, &why), "non-contiguous heads admitted");
+  CHECK(!admit_fwd(bad, 128, 128, 128, &p, &why), "non-contiguous heads admitted");
   bad = fp;
   bad.dtype = DType::kFloat32;
-  CHECK(!admit_fwd(bad, 128, 128, &p, &why), "float32 admitted");
+  CHECK(!admit_fwd(bad, 128, 128, 128, &p, &why), "float32 admitted");
   bad = fp;
   bad.shape.head_dim_v = 64;
-  CHECK(!admit_fwd(bad, 128, 128, &p, &why), "head_dim_v mismatch admitted");
+  CHECK(!admit_fwd(bad, 128, 128, 128, &p, &why), "head_dim_v mismatch admitted");
   bad = fp;
   bad.tiles.q[1] = 128; bad.tiles.q[2] = 1;
   bad.shape.dims[1].dilation = 4;
   bad.shape.dims[1].kernel_size = 4;
-  CHECK(!admit_fwd(bad, 128, 128, &p, &why), "box 512 admitted");
+  CHECK(!admit_fwd(bad, 128, 128, 128, &p, &why), "box 512 admitted");
   // The epilogue writes O in 16-byte row chunks.
   bad = fp;
   bad.out = static_cast<char*>(fp.out) + 8;
-  CHECK(!admit_fwd(bad, 128, 128, &p, &why), "8-byte aligned output admitted");
+  CHECK(!admit_fwd(bad, 128, 128, 128, &p, &why), "8-byte aligned output admitted");
   bad = fp;
   bad.out_strides.spatial[1] += 4;
-  CHECK(!admit_fwd(bad, 128, 128, &p, &why), "output stride not a multiple of 8 admitted");
+  CHECK(!admit_fwd(bad, 128, 128, 128, &p, &why), "output stride not a multiple of 8 admitted");
   // The epilogue's TMA map folds (heads, head_dim) of O into one dim, as for Q.
   bad = fp;
   bad.out_strides.head += 8;
-  CHECK(!admit_fwd(bad, 128, 128, &p, &why), "non-contiguous output heads admitted");
+  CHECK(!admit_fwd(bad, 128, 128, 128, &p, &why), "non-contiguous output heads admitted");
 }
 
 // The backward's tile map against the brute force (see the top of this file).
@@ -425,7 +428,7 @@ static void check_bwd_problem(Problem pr) {
   bp.dk_strides = bp.dv_strides = fp.k_strides;
   BwdDesc d;
   std::string why;
-  const bool ok = admit_bwd(bp, pr.head_dim, &d, &why);
+  const bool ok = admit_bwd(bp, pr.head_dim, pr.block_m, pr.block_n, &d, &why);
   CHECK(ok, "backward refused: %s", why.c_str());
   if (!ok) return;
   const int L[3] = {pr.dims[0].length, pr.dims[1].length, pr.dims[2].length};
@@ -438,7 +441,7 @@ static void check_bwd_problem(Problem pr) {
   auto coord = [&](const int x[3]) { return (x[0] * L[1] + x[1]) * L[2] + x[2]; };
   for (int w = 0; w < d.total_work; ++w) {
     const BwdItem it = make_bwd_item(d, w);
-    for (int r = 0; r < 128; ++r) {
+    for (int r = 0; r < pr.block_n; ++r) {
       int t[3], kx[3];
       split_row(r, d.prob.dim[0].kv_log2, d.prob.dim[1].kv_log2, d.prob.dim[2].kv_log2, t);
       bool kvalid = true;
@@ -452,7 +455,7 @@ static void check_bwd_problem(Problem pr) {
       VisitCursor cur = visit_begin(it);
       for (int v = 0; v < num_visits(d, it); ++v, visit_next(cur, it)) {
         const BwdVisit vis = make_visit(d, it, cur);
-        for (int c = 0; c < 64; ++c) {
+        for (int c = 0; c < pr.block_m; ++c) {
           int u[3], qx[3];
           split_row(c, d.prob.dim[0].q_log2, d.prob.dim[1].q_log2, d.prob.dim[2].q_log2, u);
           bool qvalid = true;
@@ -504,13 +507,20 @@ int main(int argc, char** argv) {
   const int iters = argc > 1 ? std::atoi(argv[1]) : 300;
   std::mt19937 rng(1234);
   check_refusals();
+  // Every sm90 forward instantiation of the kernel manifest (bf16: the index math does not
+  // depend on the dtype).
+  std::vector<manifest::Instance> sm90_fwd;
+  for (const manifest::Instance& k : manifest::kInstances)
+    if (k.family == "sm90" && k.direction == "fwd" && k.dtype == DType::kBFloat16)
+      sm90_fwd.push_back(k);
   int done = 0;
   for (int it = 0; it < iters; ++it) {
     Problem pr{};
     pr.rank = 1 + static_cast<int>(rng() % 3);
-    const bool hdim256 = rng() % 4 == 0;
-    pr.head_dim = hdim256 ? 256 : (rng() % 2 ? 128 : 64);
-    pr.block_n = hdim256 ? 64 : 128;
+    const manifest::Instance& k = sm90_fwd[rng() % sm90_fwd.size()];
+    pr.head_dim = k.head_dim;
+    pr.block_m = k.q_tile_tokens;
+    pr.block_n = k.kv_tile_tokens;
     for (int i = 0; i < 3; ++i) pr.dims[i] = {1, 1, 1, 1, false};
     // Keep token counts small: rank 1 up to 300, rank 2 up to ~24^2, rank 3 up to ~10^3.
     const int max_len = pr.rank == 1 ? 300 : (pr.rank == 2 ? 24 : 10);
@@ -524,12 +534,13 @@ int main(int argc, char** argv) {
       d.stride = 1 + (rng() % 2 ? static_cast<int>(rng() % d.kernel_size) : 0);
       d.causal = rng() % 4 == 0;
     }
-    random_tile(rng, pr.rank, 7, pr.q);
-    random_tile(rng, pr.rank, hdim256 ? 6 : 7, pr.kv);
-    // Respect the TMA box limit (box = tile * dilation <= 256); redraw otherwise.
+    random_tile(rng, pr.rank, ilog2(pr.block_m), pr.q);
+    random_tile(rng, pr.rank, ilog2(pr.block_n), pr.kv);
+    // Respect the TMA box limit (box = tile * dilation <= kMaxBox); redraw otherwise.
     bool fits = true;
     for (int i = 0; i < 3; ++i)
-      fits = fits && pr.q[i] * pr.dims[i].dilation <= 256 && pr.kv[i] * pr.dims[i].dilation <= 256;
+      fits = fits && pr.q[i] * pr.dims[i].dilation <= kMaxBox &&
+             pr.kv[i] * pr.dims[i].dilation <= kMaxBox;
     if (!fits) continue;
     pr.batch = 1 + static_cast<int>(rng() % 2);
     pr.hkv = 1 + static_cast<int>(rng() % 2);
@@ -537,11 +548,19 @@ int main(int argc, char** argv) {
     pr.extra = rng() % 3 == 0 ? static_cast<int>(rng() % 200) : 0;
     check_problem(pr);
     check_query_range(pr, rng);
-    if (pr.head_dim <= 128 && (pr.rank > 1 ? 1 : pr.dims[2].length <= 150)) {
+    // The backward instantiation of this head dim, if the manifest has one (its own tiles).
+    const manifest::Instance* bk =
+        manifest::find("sm90", "bwd", DType::kBFloat16, pr.head_dim);
+    if (bk != nullptr && (pr.rank > 1 || pr.dims[2].length <= 150)) {
       Problem bp = pr;
-      random_tile(rng, pr.rank, 6, bp.q);  // the backward's 64-token Q tiles
+      bp.block_m = bk->q_tile_tokens;
+      bp.block_n = bk->kv_tile_tokens;
+      random_tile(rng, pr.rank, ilog2(bp.block_m), bp.q);
+      random_tile(rng, pr.rank, ilog2(bp.block_n), bp.kv);
       bool bfits = true;
-      for (int i = 0; i < 3; ++i) bfits = bfits && bp.q[i] * bp.dims[i].dilation <= 256;
+      for (int i = 0; i < 3; ++i)
+        bfits = bfits && bp.q[i] * bp.dims[i].dilation <= kMaxBox &&
+                bp.kv[i] * bp.dims[i].dilation <= kMaxBox;
       if (bfits) check_bwd_problem(bp);
     }
     ++done;

@@ -1,7 +1,10 @@
-// Host-run check (no GPU) of the CuTe layouts the sm90 forward kernel relies on:
+// Host-run check (no GPU) of the CuTe layouts the sm90 forward kernel relies on
+// (tests/test_host_checks_cpp.py builds and runs it where nvcc is found; <gen> is the output
+// of `python3 xla_ffi/generate_kernels.py --out <gen>`, for jax_gna/kernel_manifest.h):
 //
-//   nvcc -x cu -std=c++17 --expt-relaxed-constexpr -I xla_ffi/include -I <cutlass>/include \
-//        xla_ffi/cuda/sm90/test/layout_check.cc -o /tmp/sm90_layout_check && /tmp/sm90_layout_check
+//   nvcc -x cu -std=c++17 --expt-relaxed-constexpr -I xla_ffi/include -I xla_ffi/cuda/sm90 \
+//        -I <gen> -I <cutlass>/include xla_ffi/cuda/sm90/test/layout_check.cc \
+//        -o /tmp/sm90_layout_check && /tmp/sm90_layout_check
 //
 // (.cc so the library's **/*.cu glob does not pick it up.) Checks, for every instantiated
 // configuration:
@@ -18,6 +21,7 @@
 //  - the shared storage fits.
 #include <cstdio>
 
+#include "jax_gna/kernel_manifest.h"
 #include "kernel_traits.h"
 #include "tile_map.h"
 
@@ -101,10 +105,9 @@ static void check_config(const char* name) {
 }
 
 int main() {
-  check_config<FwdTraits<cutlass::bfloat16_t, 64, 128, 4>>("bf16 hdim64");
-  check_config<FwdTraits<cutlass::bfloat16_t, 128, 128, 2>>("bf16 hdim128");
-  check_config<FwdTraits<cutlass::bfloat16_t, 256, 64, 2>>("bf16 hdim256");
-  check_config<FwdTraits<cutlass::half_t, 128, 128, 2>>("fp16 hdim128");
+  // Every sm90 forward instantiation of the kernel manifest.
+#define CHECK_CONFIG(E, D, M, N, STAGES) check_config<FwdTraits<E, D, N, STAGES>>(#E " hdim" #D);
+  JAX_GNA_KERNELS_SM90_FWD(CHECK_CONFIG)
   std::printf("sm90 layout check: %d failures\n", g_fail);
   return g_fail == 0 ? 0 : 1;
 }

@@ -214,7 +214,7 @@ inline std::vector<Case> bench_cases() {
       {"seq32k k2048 s2048", SM90_D3(1, 1, 32768), SM90_D3(1, 1, 2048), SM90_D3(1, 1, 2048), SM90_D3(1, 1, 1), SM90_BOOL3(0, 0, 0), SM90_D3(1, 1, 128), SM90_D3(1, 1, 128), 1, 24, 24, 0, 128, false, true},
       {"dense self-attn 32768 (ref)", SM90_D3(1, 1, 32768), SM90_D3(1, 1, 32768), SM90_D3(1, 1, 1), SM90_D3(1, 1, 1), SM90_BOOL3(0, 0, 0), SM90_D3(1, 1, 128), SM90_D3(1, 1, 128), 1, 24, 24, 0, 128, false, true},
       {"flux s1x1 static scheduler", SM90_D3(1, 256, 256), SM90_D3(1, 80, 80), SM90_D3(1, 1, 1), SM90_D3(1, 1, 1), SM90_BOOL3(0, 0, 0), SM90_D3(1, 16, 8), SM90_D3(1, 16, 8), 1, 24, 24, 0, 128, false, false},
-      // Better boxes from test/tile_search.cc (same problems as above; compare the ms).
+      // Boxes a tile-map ranking prefers (same problems as above; compare the ms).
       {"flux s1x1 q16x8 kv8x16", SM90_D3(1, 256, 256), SM90_D3(1, 80, 80), SM90_D3(1, 1, 1), SM90_D3(1, 1, 1), SM90_BOOL3(0, 0, 0), SM90_D3(1, 16, 8), SM90_D3(1, 8, 16), 1, 24, 24, 0, 128, false, true},
       {"hunyuan s1 q8x4x4 kv4x8x4", SM90_D3(30, 48, 80), SM90_D3(18, 24, 24), SM90_D3(1, 1, 1), SM90_D3(1, 1, 1), SM90_BOOL3(0, 0, 0), SM90_D3(8, 4, 4), SM90_D3(4, 8, 4), 1, 24, 24, 0, 128, false, true},
       {"hunyuan s1 q8x4x4 kv2x8x8", SM90_D3(30, 48, 80), SM90_D3(18, 24, 24), SM90_D3(1, 1, 1), SM90_D3(1, 1, 1), SM90_BOOL3(0, 0, 0), SM90_D3(8, 4, 4), SM90_D3(2, 8, 8), 1, 24, 24, 0, 128, false, true},

@@ -1,11 +1,15 @@
 // Cycle trace of the sm90 consumers: a profiling build of the self-test only
-// (-DJAX_GNA_SM90_TRACE; the library never defines it, and without it every GNA_TRACE_*
-// is empty). Lane 0 of the first warp of each consumer warpgroup of CTAs 0..kTraceCtas-1
+// (-DJAX_GNA_SM90_TRACE; ../mainloop.h includes this file only then, and otherwise defines
+// every GNA_TRACE_* empty; the library's instantiation files refuse the macro). Lane 0 of the first warp of each consumer warpgroup of CTAs 0..kTraceCtas-1
 // records (event, item, KV tile, SM clock) at the points below; `fwd_selftest.cc bench`
 // dumps the last launch's records to $GNA_TRACE_OUT/<case>.trace and
 // `scripts/sm90_trace.py` turns them into per-segment cycle medians and the two warpgroups'
 // turn gaps. The records cost a few instructions per event (~2-4% of the loop's time).
 #pragma once
+
+#ifndef JAX_GNA_SM90_TRACE
+#error "test/trace.h belongs to the -DJAX_GNA_SM90_TRACE self-test build only"
+#endif
 
 #include <cstdint>
 
@@ -29,7 +33,6 @@ enum TraceEvent : int {
   kTrTile0PV = 17,      // the previous item's last PV landed
 };
 
-#ifdef JAX_GNA_SM90_TRACE
 constexpr int kTraceCtas = 4;
 constexpr int kTraceEvents = 16384;
 __device__ unsigned long long g_trace[kTraceCtas][2][kTraceEvents];
@@ -66,11 +69,6 @@ struct Tracer {
 #define GNA_TRACE_INIT(wg, tid) Tracer gna_tracer_(wg, tid)
 #define GNA_TRACE(event, item, j) gna_tracer_.record(event, item, j)
 #define GNA_TRACE_DONE(wg) gna_tracer_.done(wg)
-#else
-#define GNA_TRACE_INIT(wg, tid) ((void)0)
-#define GNA_TRACE(event, item, j) ((void)0)
-#define GNA_TRACE_DONE(wg) ((void)0)
-#endif
 
 }  // namespace sm90
 }  // namespace jax_gna

@@ -1,4 +1,0 @@
-// Forward, bf16, head dim 32: Q tile 128 tokens, KV tile 64 tokens, 4 warps.
-#include "fwd_launch.h"
-
-JAX_GNA_SM80_FWD_INSTANCE(cutlass::bfloat16_t, 32, 128, 64, 4, 2, true, true)
