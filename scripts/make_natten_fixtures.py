@@ -16,6 +16,7 @@ parameters (``kernel_size``, ``stride``, ``dilation``, ``is_causal``) and ``natt
 from __future__ import annotations
 
 import argparse
+import sys
 import pathlib
 
 import numpy as np
@@ -37,8 +38,13 @@ HEADS, HEAD_DIM = 1, 8   # flex attention on CPU takes head dims of 8 and up
 
 
 def main() -> int:
-    import natten
-    import torch
+    try:
+        import natten
+        import torch
+    except ModuleNotFoundError as e:
+        print(f"make_natten_fixtures.py needs {e.name}: pip install natten torch "
+              f"(or pip install '.[natten-fixtures]' in the jax_gna checkout)", file=sys.stderr)
+        return 1
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=pathlib.Path,

@@ -193,8 +193,18 @@ def _tile_tokens():
 
 
 def _box(tokens, spatial, kernel_size):
-    from jax_gna._cuda_lowering import _simple_box
-    return _simple_box(tokens, spatial, kernel_size)
+    """A power-of-two box of ``tokens`` tokens shaped like the window: the dim whose window
+    is longest relative to the box (last dim on ties) doubles until the box holds them."""
+    rank = len(spatial)
+    box = [1] * rank
+    caps = [1 << max(0, (int(n) - 1).bit_length()) for n in spatial]
+    left = tokens
+    while left > 1:
+        growable = [a for a in range(rank) if box[a] * 2 <= caps[a]] or list(range(rank))
+        a = max(growable, key=lambda i: (kernel_size[i] / box[i], i))
+        box[a] *= 2
+        left //= 2
+    return tuple(box)
 
 
 def _attrs(params, scale, q_box, kv_box, spatial, query_box=None):

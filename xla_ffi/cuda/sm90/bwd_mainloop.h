@@ -38,6 +38,10 @@ namespace sm90 {
 // (256: the 128 threads whose turn it is sync, the other warpgroup's 128 arrive).
 enum : uint32_t { kBwdBarWG0 = 0, kBwdBarWG1 = 1, kBwdBarTurnWG0 = 2, kBwdBarTurnWG1 = 3 };
 
+// The CUTLASS mbarrier and named-barrier asm statements carry no memory clobber: a compiler
+// fence keeps the plain shared-memory accesses on their side of each synchronisation.
+__device__ __forceinline__ void compiler_fence() { asm volatile("" ::: "memory"); }
+
 template <class Traits>
 struct BwdMainloop {
   using Element = typename Traits::Element;
@@ -91,6 +95,7 @@ struct BwdMainloop {
     for (int v = 0; v < n; ++v) {
       const int s = v % kStages;
       Barrier::wait(&ss.empty[s], ((v / kStages) & 1) ^ 1);
+      compiler_fence();  // the stage's statistics and visit record are free from here
       const BwdVisit vis = make_visit(d, it, cur);
       if (lane == 0) {
         ss.visit[s] = vis;
@@ -122,6 +127,7 @@ struct BwdMainloop {
         }
         ss.stats[s][r] = st;
       }
+      compiler_fence();
       Barrier::arrive(&ss.full[s]);  // release: the stats and the visit record
       visit_next(cur, it);
     }
@@ -200,7 +206,9 @@ struct BwdMainloop {
     const float scale_log2 = p.scale_log2;
     const int n = num_visits(d, it);
     float* stage = ss.dq_stage + wg * (kBlockM * kHeadDim);
-    if (n > 0) Barrier::wait(&ss.kv_full, 0);
+    // Always: the producer loads K and V even for an item without visits, and the epilogue
+    // reuses their buffers, so the loads must have landed first.
+    Barrier::wait(&ss.kv_full, 0);
     // The warpgroups take turns issuing their S^T / dP^T GEMMs and their dV / dK GEMMs (turn
     // order WG0, WG1, WG0, ...), so one's exponentials, dS and dQ staging run while the
     // other's GEMMs hold the tensor cores. Warpgroup 0 goes first.
@@ -212,7 +220,7 @@ struct BwdMainloop {
     for (int v = 0; v < n; ++v) {
       const int s = v % kStages;
       Barrier::wait(&ss.full[s], (v / kStages) & 1);
-      asm volatile("" ::: "memory");  // the visit record after the wait (acquire)
+      compiler_fence();  // the visit record and statistics after the wait (acquire)
       const BwdVisit vis = ss.visit[s];
 
       NamedBarrier::sync(kTurnThreads, turn_mine);
@@ -243,6 +251,7 @@ struct BwdMainloop {
       // is done: waited below before this warpgroup went on).
 #pragma unroll
       for (int i = 0; i < kAcc; ++i) tdSsdS(i) = rdS(i);
+      compiler_fence();
       cutlass::arch::fence_view_async_shared();  // generic-proxy writes -> WGMMA reads
       NamedBarrier::sync(128, bar);
 
@@ -253,6 +262,7 @@ struct BwdMainloop {
       warpgroup_wait<0>();
       warpgroup_fence_operand(acc_dv);
       warpgroup_fence_operand(acc_dk);
+      compiler_fence();  // every read of this stage's statistics is above
       Barrier::arrive(&ss.empty[s]);  // Q and dO of this stage are read
       // dQ after dK / dV have retired: P^T and dS^T in registers are dead by then, which
       // keeps dK, dV and dQ (64 + 64 + 64 fp32 per thread at D = 128) within the budget
@@ -264,7 +274,9 @@ struct BwdMainloop {
       // dQ part of this warpgroup's keys: staged (scaled) and added into dq_accum by TMA.
       if (tid == 0) cute::tma_store_wait<0>();  // the previous add has read the staging
       NamedBarrier::sync(128, bar);
+      compiler_fence();
       store_dq_stage(acc_dq, stage, frag_row, quad, p.scale);
+      compiler_fence();
       cutlass::arch::fence_view_async_shared();
       NamedBarrier::sync(128, bar);
       if (tid == 0) {
@@ -285,8 +297,10 @@ struct BwdMainloop {
     // done) and stored by TMA boxes of half the KV tile.
 #pragma unroll
     for (int i = 0; i < size(acc_dk); ++i) acc_dk(i) *= p.scale;
+    compiler_fence();
     store_kv_stage(acc_dk, ss.k + wg * (64 * kPanel), frag_row, quad);
     store_kv_stage(acc_dv, ss.v + wg * (64 * kPanel), frag_row, quad);
+    compiler_fence();
     cutlass::arch::fence_view_async_shared();
     NamedBarrier::sync(128, bar);
     if (tid == 0) {
