@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one GPU script: build, GPU tests, sanitizer, benchmark; a short table last.
 #
-#   bash scripts/gpu_check.sh [all|build|sm90build|smoke|smoke128|suite|dispatch|sanitize|sanitize90|large|sm90self|sm90items|reference|bench|dit|cli|tiles|ncu|ncu80|ncu90jax|scaling]...
+#   bash scripts/gpu_check.sh [all|build|sm90build|smoke|smoke128|smoke90|sanitize90bwd|suite|dispatch|sanitize|sanitize90|large|sm90self|sm90items|reference|bench|dit|cli|tiles|ncu|ncu80|ncu90jax|scaling]...
 #
 # Runs on a CUDA machine, also one without network access: wheels the machine's image lacks
 # (nvidia-cutlass) come from .whl/; a CUDA library prebuilt elsewhere may come in
@@ -89,6 +89,12 @@ want smoke && run_stage smoke 400 python3 tests/gpu/test_kernels_sm80_smoke.py
 # Every smoke shape again at head dim 128 (its forward has its own K/V buffering).
 want smoke128 && run_stage smoke128 400 env JAX_GNA_SMOKE_HEAD_DIM=128 \
   python3 tests/gpu/test_kernels_sm80_smoke.py
+# The same smoke cases through the sm90 kernels (forward and backward; the backward's
+# documented refusals are skips), at the default head dims and at 128.
+want smoke90 && run_stage smoke90 400 env JAX_GNA_SMOKE_BACKEND=sm90 \
+  python3 tests/gpu/test_kernels_sm80_smoke.py
+want smoke90 && run_stage smoke90_128 400 env JAX_GNA_SMOKE_BACKEND=sm90 \
+  JAX_GNA_SMOKE_HEAD_DIM=128 python3 tests/gpu/test_kernels_sm80_smoke.py
 want sm90self && [ -x xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest ] && \
   run_stage sm90self 500 xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest correct
 # The sm90 kernel again with its persistent grid capped at 3 CTAs (JAX_GNA_SM90_MAX_CTAS, a
@@ -122,6 +128,15 @@ if want sanitize90 && [ -x xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest ]; 
       run_stage "sm90${tool}_$case" 300 env JAX_GNA_SM90_MAX_CTAS=2 compute-sanitizer \
         --tool "$tool" --error-exitcode 9 \
         xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest correct "$case"
+    done
+  done
+fi
+if want sanitize90bwd; then   # the sm90 backward kernel through its FFI target
+  for case in ${SANITIZE90BWD_CASES:-2d_mixed 3d_mixed 1d_rising_keys 2d_query_range}; do
+    for tool in memcheck racecheck; do
+      run_stage "sm90bwd_${tool}_$case" 300 env JAX_GNA_SMOKE_BACKEND=sm90 compute-sanitizer \
+        --tool "$tool" --kernel-name kns=gna_bwd_sm90_kernel --error-exitcode 9 \
+        python3 tests/gpu/test_kernels_sm80_smoke.py -k "$case"
     done
   done
 fi
