@@ -42,6 +42,29 @@ inline std::string& last_error_message() {
 constexpr int kMaxBox = manifest::family("sm90").box_extent_limit;
 constexpr int kMaxTraversalStride = manifest::family("sm90").max_dilation;
 
+// A [B, S0, S1, S2, H, D] tensor as a TMA map reads or writes it: non-null, 16-byte aligned
+// base, (heads, head_dim) contiguous, batch / token strides positive multiples of 16 bytes
+// below 2^40 bytes (dims of extent 1 are free). Empty string when it fits, else the reason.
+inline std::string token_layout_problem(const char* name, const void* ptr, const TokenStrides& st,
+                                        int64_t esize, int head_dim, const ProblemShape& s) {
+  if (ptr == nullptr) return fmt("%s pointer is null", name);
+  if ((reinterpret_cast<uintptr_t>(ptr) & 15u) != 0)
+    return fmt("%s base address is not 16-byte aligned", name);
+  if (st.head != head_dim)
+    return fmt("%s head stride %lld != head_dim %d: (heads, head_dim) must be contiguous", name,
+               static_cast<long long>(st.head), head_dim);
+  const int64_t strides[4] = {st.batch, st.spatial[0], st.spatial[1], st.spatial[2]};
+  const int extents[4] = {s.batch, s.dims[0].length, s.dims[1].length, s.dims[2].length};
+  for (int j = 0; j < 4; ++j) {
+    if (extents[j] <= 1) continue;
+    if (strides[j] <= 0 || (strides[j] * esize) % 16 != 0 ||
+        strides[j] * esize >= (int64_t(1) << 40))
+      return fmt("%s stride %lld (elements) of tensor dim %d must be positive, a multiple of "
+                 "16 bytes and below 2^40 bytes", name, static_cast<long long>(strides[j]), j);
+  }
+  return std::string();
+}
+
 // Checks the problem, tiles and the q, k, v, out, lse, extra layouts of params against what
 // an sm90 kernel of (head_dim, q_tile_tokens, kv_tile_tokens) reads through its TMA maps; on
 // success fills *out and returns true, otherwise writes the reason, prefixed with `kernel`,
@@ -94,8 +117,6 @@ inline bool admit_tiles(const FwdParams& fp, const char* kernel, int head_dim,
 
   // Layouts: TMA needs 16-byte aligned bases and strides; (head, head_dim) must be
   // contiguous in q, k, v (one TMA dim of extent H * D selects the head).
-  const int64_t esize = 2;
-  auto aligned16 = [](const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; };
   const struct {
     const char* name;
     const void* ptr;
@@ -103,23 +124,11 @@ inline bool admit_tiles(const FwdParams& fp, const char* kernel, int head_dim,
   } tok[3] = {{"query", fp.q, &fp.q_strides}, {"key", fp.k, &fp.k_strides},
               {"value", fp.v, &fp.v_strides}};
   for (const auto& t : tok) {
-    if (t.ptr == nullptr) return fail(fmt("%s pointer is null", t.name));
-    if (!aligned16(t.ptr)) return fail(fmt("%s base address is not 16-byte aligned", t.name));
-    if (t.st->head != head_dim)
-      return fail(fmt("%s head stride %lld != head_dim %d: (heads, head_dim) must be "
-                      "contiguous", t.name, static_cast<long long>(t.st->head), head_dim));
-    const int64_t strides[4] = {t.st->batch, t.st->spatial[0], t.st->spatial[1],
-                                t.st->spatial[2]};
-    const int extents[4] = {s.batch, s.dims[0].length, s.dims[1].length, s.dims[2].length};
-    for (int j = 0; j < 4; ++j) {
-      if (extents[j] <= 1) continue;
-      if (strides[j] <= 0 || (strides[j] * esize) % 16 != 0 ||
-          strides[j] * esize >= (int64_t(1) << 40))
-        return fail(fmt("%s stride %lld (elements) of tensor dim %d must be a positive "
-                        "multiple of 8 below 2^39", t.name, static_cast<long long>(strides[j]),
-                        j));
-    }
+    const std::string bad = token_layout_problem(t.name, t.ptr, *t.st, 2, head_dim, s);
+    if (!bad.empty()) return fail(bad);
   }
+  auto aligned16 = [](const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; };
+  const int64_t esize = 2;
   if (static_cast<int64_t>(s.heads_q) * head_dim >= (int64_t(1) << 31))
     return fail("heads x head_dim must stay below 2^31");
   if (fp.out == nullptr) return fail("output pointer is null");
@@ -219,7 +228,6 @@ inline bool admit_bwd(const BwdParams& bp, int head_dim, int q_tile_tokens, int 
   BwdDesc d{};
   if (!admit_tiles(fp, "sm90 backward", head_dim, q_tile_tokens, kv_tile_tokens, &d.prob, why))
     return false;
-  auto aligned16 = [](const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; };
   const struct {
     const char* name;
     const void* ptr;
@@ -230,22 +238,8 @@ inline bool admit_bwd(const BwdParams& bp, int head_dim, int q_tile_tokens, int 
               {"dv", bp.dv, &bp.dv_strides, 2},
               {"dq_accum", bp.dq_accum, &fp.q_strides, 4}};
   for (const auto& t : tok) {
-    if (t.ptr == nullptr) return fail(fmt("%s pointer is null", t.name));
-    if (!aligned16(t.ptr)) return fail(fmt("%s base address is not 16-byte aligned", t.name));
-    if (t.st->head != head_dim)
-      return fail(fmt("%s head stride %lld != head_dim %d: (heads, head_dim) must be "
-                      "contiguous", t.name, static_cast<long long>(t.st->head), head_dim));
-    const int64_t strides[4] = {t.st->batch, t.st->spatial[0], t.st->spatial[1],
-                                t.st->spatial[2]};
-    const int extents[4] = {s.batch, s.dims[0].length, s.dims[1].length, s.dims[2].length};
-    for (int j = 0; j < 4; ++j) {
-      if (extents[j] <= 1) continue;
-      if (strides[j] <= 0 || (strides[j] * t.esize) % 16 != 0 ||
-          strides[j] * t.esize >= (int64_t(1) << 40))
-        return fail(fmt("%s stride %lld (elements) of tensor dim %d must be positive, a "
-                        "multiple of 16 bytes and below 2^40 bytes", t.name,
-                        static_cast<long long>(strides[j]), j));
-    }
+    const std::string bad = token_layout_problem(t.name, t.ptr, *t.st, t.esize, head_dim, s);
+    if (!bad.empty()) return fail(bad);
   }
   if (fp.lse == nullptr || bp.delta == nullptr) return fail("lse or delta pointer is null");
   int64_t kv_tiles = 1;
