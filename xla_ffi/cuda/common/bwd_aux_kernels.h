@@ -8,6 +8,9 @@
 
 #include <cstdint>
 
+#include "../common/launch_utils.h"
+#include "jax_gna/params.h"
+
 namespace jax_gna {
 
 // delta[r] = sum_d dO[r, d] * O[r, d] - dlse[r] over rows r = (batch, token, query head).
@@ -67,6 +70,32 @@ __global__ void bwd_extra_reduce_kernel(const float* __restrict__ accum,
   }
   dextra_k[i] = Element(k);
   dextra_v[i] = Element(v);
+}
+
+// Host launches of the passes around a backward kernel (sm80 and sm90 share them).
+constexpr int kAuxThreads = 256;
+
+inline int64_t bwd_rows(const BwdParams& p) {  // (batch, token, query head) rows
+  const ProblemShape& s = p.fwd.shape;
+  return int64_t(s.batch) * s.tokens() * s.heads_q;
+}
+
+template <class Element, int kHeadDim>
+cudaError_t launch_bwd_delta(const BwdParams& p, cudaStream_t stream) {
+  const int64_t rows = bwd_rows(p);
+  bwd_delta_kernel<Element, kHeadDim>
+      <<<ceil_div_u(rows * (kHeadDim / 8), kAuxThreads), kAuxThreads, 0, stream>>>(
+          static_cast<const Element*>(p.fwd.out), static_cast<const Element*>(p.dout), p.dlse,
+          p.delta, rows);
+  return cudaGetLastError();
+}
+
+template <class Element, int kHeadDim>
+cudaError_t launch_dq_convert(const BwdParams& p, cudaStream_t stream) {
+  const int64_t count8 = bwd_rows(p) * kHeadDim / 8;
+  bwd_dq_convert_kernel<Element><<<ceil_div_u(count8, kAuxThreads), kAuxThreads, 0, stream>>>(
+      p.dq_accum, static_cast<Element*>(p.dq), count8);
+  return cudaGetLastError();
 }
 
 }  // namespace jax_gna

@@ -30,14 +30,9 @@ cudaError_t launch_bwd(const BwdParams& p, cudaStream_t stream) {
   const FwdParams& f = p.fwd;
   const ProblemShape& s = f.shape;
   if (s.batch == 0) return cudaSuccess;
-  const int64_t rows = int64_t(s.batch) * s.tokens() * s.heads_q;  // (batch, token, q head)
-  constexpr int kThreads = 256;
-
-  bwd_delta_kernel<Element, kHeadDim>
-      <<<ceil_div_u(rows * (kHeadDim / 8), kThreads), kThreads, 0, stream>>>(
-          static_cast<const Element*>(f.out), static_cast<const Element*>(p.dout), p.dlse,
-          p.delta, rows);
-  if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
+  if (cudaError_t err = launch_bwd_delta<Element, kHeadDim>(p, stream); err != cudaSuccess) {
+    return err;
+  }
 
   {
     const int64_t kv_tiles = tile_grid(s, f.tiles.kv).total();
@@ -61,17 +56,16 @@ cudaError_t launch_bwd(const BwdParams& p, cudaStream_t stream) {
     const dim3 grid(unsigned(q_tile_grid(s, f.tiles.q).total() * (s.heads_q / s.heads_kv)),
                     unsigned(s.heads_kv), unsigned(s.batch));
     kernel<<<grid, DqTraitsT::kNThreads, DqTraitsT::kSmemBytes, stream>>>(p);
-  } else {
-    const int64_t count8 = rows * kHeadDim / 8;
-    bwd_dq_convert_kernel<Element><<<ceil_div_u(count8, kThreads), kThreads, 0, stream>>>(
-        p.dq_accum, static_cast<Element*>(p.dq), count8);
+    if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
+  } else if (cudaError_t err = launch_dq_convert<Element, kHeadDim>(p, stream);
+             err != cudaSuccess) {
+    return err;
   }
-  if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
 
   if (s.num_extra > 0) {
     const int64_t per_split = int64_t(s.batch) * s.num_extra * s.heads_kv * kHeadDim;
     bwd_extra_reduce_kernel<Element>
-        <<<ceil_div_u(per_split, kThreads), kThreads, 0, stream>>>(
+        <<<ceil_div_u(per_split, kAuxThreads), kAuxThreads, 0, stream>>>(
             p.dextra_accum, static_cast<Element*>(p.dextra_k),
             static_cast<Element*>(p.dextra_v), per_split, p.num_extra_splits);
     if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;

@@ -22,6 +22,7 @@
 #include "../common/launch_utils.h"
 #include "bwd_kernel.h"
 #include "bwd_traits.h"
+#include "launch_checks.h"
 #include "support.h"
 #include "tensor_maps.h"
 
@@ -46,14 +47,9 @@ cudaError_t launch_bwd(const BwdParams& bp, cudaStream_t stream) {
     return cudaErrorInvalidValue;
   const ProblemShape& s = fp.shape;
   if (s.batch == 0) return cudaSuccess;
-  const int64_t rows = int64_t(s.batch) * s.tokens() * s.heads_q;  // (batch, token, q head)
-  constexpr int kThreads = 256;
-
-  bwd_delta_kernel<Element, kHeadDim>
-      <<<ceil_div_u(rows * (kHeadDim / 8), kThreads), kThreads, 0, stream>>>(
-          static_cast<const Element*>(fp.out), static_cast<const Element*>(bp.dout), bp.dlse,
-          bp.delta, rows);
-  if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
+  if (cudaError_t err = launch_bwd_delta<Element, kHeadDim>(bp, stream); err != cudaSuccess) {
+    return err;
+  }
 
   if (kp.desc.total_work > 0) {
     // dK / dV: each warpgroup stores half the KV tile, split along its slowest dim of
@@ -83,29 +79,15 @@ cudaError_t launch_bwd(const BwdParams& bp, cudaStream_t stream) {
     for (int i = 0; i < 5; ++i) kp.lse_stride[i] = ls[i];
 
     auto kernel = &gna_bwd_sm90_kernel<Traits>;
-    // setmaxnreg.inc only takes what setmaxnreg.dec gave back: refuse instead of hanging if
-    // ptxas assigned fewer registers at entry than the split assumes (checked once).
-    static const int entry_regs = [kernel] {
-      cudaFuncAttributes attr{};
-      return cudaFuncGetAttributes(&attr, kernel) == cudaSuccess ? attr.numRegs : -1;
-    }();
-    if (entry_regs < 0 ||
-        static_cast<int64_t>(entry_regs) * Traits::kNumThreads < Traits::kRegBudgetNeeded) {
-      why = fmt("sm90 backward: kernel has %d registers per thread at entry; the setmaxnreg "
-                "split %d/%d needs more (it would hang)", entry_regs, Traits::kProducerRegs,
-                Traits::kConsumerRegs);
-      return cudaErrorInvalidValue;
-    }
+    why = register_split_problem<Traits>(kernel, "sm90 backward");
+    if (!why.empty()) return cudaErrorInvalidValue;
     cudaError_t err = set_max_dynamic_smem(kernel, Traits::kSmemBytes);
     if (err != cudaSuccess) return err;
     kernel<<<kp.desc.total_work, Traits::kNumThreads, Traits::kSmemBytes, stream>>>(kp);
     if (err = cudaGetLastError(); err != cudaSuccess) return err;
   }
 
-  const int64_t count8 = rows * kHeadDim / 8;
-  bwd_dq_convert_kernel<Element><<<ceil_div_u(count8, kThreads), kThreads, 0, stream>>>(
-      bp.dq_accum, static_cast<Element*>(bp.dq), count8);
-  return cudaGetLastError();
+  return launch_dq_convert<Element, kHeadDim>(bp, stream);
 }
 
 }  // namespace sm90

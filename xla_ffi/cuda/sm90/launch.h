@@ -14,6 +14,7 @@
 #include "jax_gna/params.h"
 #include "kernel.h"
 #include "kernel_traits.h"
+#include "launch_checks.h"
 #include "sm90_fwd.h"
 #include "support.h"
 #include "tensor_maps.h"
@@ -93,21 +94,8 @@ cudaError_t launch_fwd(const FwdParams& fp, cudaStream_t stream) {
   const int grid = num_sms < kp.prob.total_work ? num_sms : kp.prob.total_work;
 
   auto kernel = &gna_fwd_sm90_kernel<Traits>;
-  // The consumers' setmaxnreg.inc can only take registers the producer's setmaxnreg.dec gave
-  // back to the CTA pool; if ptxas assigned fewer registers at entry than the split assumes,
-  // the kernel would spin forever in USETMAXREG.TRY_ALLOC. Refuse instead (checked once).
-  static const int entry_regs = [kernel] {
-    cudaFuncAttributes attr{};
-    return cudaFuncGetAttributes(&attr, kernel) == cudaSuccess ? attr.numRegs : -1;
-  }();
-  if (entry_regs < 0 ||
-      static_cast<int64_t>(entry_regs) * Traits::kNumThreads < Traits::kRegBudgetNeeded) {
-    why = fmt("sm90 forward: kernel has %d registers per thread at entry; the setmaxnreg split "
-              "%d/%d needs %d per thread (it would hang)", entry_regs, Traits::kProducerRegs,
-              Traits::kConsumerRegs,
-              (Traits::kRegBudgetNeeded + Traits::kNumThreads - 1) / Traits::kNumThreads);
-    return cudaErrorInvalidValue;
-  }
+  why = register_split_problem<Traits>(kernel, "sm90 forward");
+  if (!why.empty()) return cudaErrorInvalidValue;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          Traits::kSmemBytes);
   if (err != cudaSuccess) return err;
