@@ -134,12 +134,9 @@ def _box_feasibility(family: "KernelFamily", case: Case, direction: str) -> str 
 
 
 def _sm90_rule(case: Case, direction: str) -> str | None:
-    """What the Hopper backward does not compute (xla_ffi/cuda/sm90/support.h admit_bwd),
-    and its selection: opt-in, it serves ``backend="sm90"`` calls only (``backend=None``
-    keeps the sm80 backward). The TMA limits are the manifest's (box extent, dilation)."""
+    """What the Hopper backward does not compute (xla_ffi/cuda/sm90/support.h admit_bwd).
+    The TMA limits are the manifest's (box extent, dilation)."""
     if direction == BACKWARD:
-        if case.config.backend != "sm90":
-            return "its backward is opt-in: pass backend='sm90'"
         if case.config.deterministic:
             return ("deterministic=True: this backward adds dQ by TMA reductions in arrival "
                     "order (no fixed summation order)")
