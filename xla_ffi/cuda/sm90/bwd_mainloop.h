@@ -11,8 +11,10 @@
 //   S^T = K Q^T, dP^T = V dO^T (SS GEMMs, issued together) | element mask (boundary pairs) |
 //   P^T = exp2(S^T scale log2(e) - LSE log2(e)), dS^T = P^T (dP^T - delta) |
 //   dS^T -> shared memory (transposed: the dQ GEMM's K-major A operand) |
-//   dV += P^T dO, dK += dS^T Q (RS GEMMs, A from registers), dQ_part = dS K (SS GEMM) |
-//   release Q / dO | dQ_part * scale -> staging -> TMA reduce-add into the fp32 dq_accum.
+//   dV += P^T dO, dK += dS^T Q (RS GEMMs, A from registers) | release Q / dO |
+//   dQ_part = dS K (SS GEMM; at D >= 128 both warpgroups' dS after a 256-thread barrier,
+//   the warpgroup's half of the head-dim columns, bwd_traits.h kDqSplit) |
+//   dQ_part * scale -> staging -> TMA reduce-add into the fp32 dq_accum.
 // dK and dV stay in registers for the whole work item; the epilogue stages them in the
 // warpgroup's own rows of the K and V buffers and stores them with TMA boxes (rows past a
 // group's end are outside the tensor and not written).
@@ -34,9 +36,12 @@ namespace jax_gna {
 namespace sm90 {
 
 // Named barriers of the backward (CUTLASS user ids): one per consumer warpgroup (128
-// threads), and the two turn barriers of the warpgroups' alternation on the tensor cores
-// (256: the 128 threads whose turn it is sync, the other warpgroup's 128 arrive).
-enum : uint32_t { kBwdBarWG0 = 0, kBwdBarWG1 = 1, kBwdBarTurnWG0 = 2, kBwdBarTurnWG1 = 3 };
+// threads), the two turn barriers of the warpgroups' alternation on the tensor cores
+// (256: the 128 threads whose turn it is sync, the other warpgroup's 128 arrive), and the
+// split dQ GEMM's barrier (256: both warpgroups' dS of the visit are in shared memory).
+enum : uint32_t {
+  kBwdBarWG0 = 0, kBwdBarWG1 = 1, kBwdBarTurnWG0 = 2, kBwdBarTurnWG1 = 3, kBwdBarDs = 4
+};
 
 // The CUTLASS mbarrier and named-barrier asm statements carry no memory clobber: a compiler
 // fence keeps the plain shared-memory accesses on their side of each synchronisation.
@@ -167,10 +172,13 @@ struct BwdMainloop {
     Tensor sKt = make_tensor(make_smem_ptr(ss.k), typename Traits::SmemLayoutKt{});
     Tensor sKw = local_tile(sK, Shape<_64, Int<kHeadDim>>{}, make_coord(wg, _0{}));
     Tensor sVw = local_tile(sV, Shape<_64, Int<kHeadDim>>{}, make_coord(wg, _0{}));
-    Tensor sKtw = local_tile(sKt, Shape<Int<kHeadDim>, _64>{}, make_coord(_0{}, wg));
-    Element* ds_buf = ss.ds + wg * Traits::kdSElems;
-    Tensor sdS = make_tensor(make_smem_ptr(ds_buf), typename Traits::SmemLayoutdS{});
-    Tensor sdSt = make_tensor(make_smem_ptr(ds_buf), typename Traits::SmemLayoutdSt{});
+    constexpr bool kDqSplit = Traits::kDqSplit;
+    constexpr int kDqCols = Traits::kDqCols;
+    constexpr int kdSElems = Traits::kdSElems;
+    // The dQ GEMM's B operands: K^T's dQ columns (the warpgroup's half at kDqSplit, else all)
+    // over keys 0..63 and 64..127 (at !kDqSplit only the warpgroup's own 64 keys are used).
+    Tensor sKt0 = local_tile(sKt, Shape<Int<kDqCols>, _64>{}, make_coord(kDqSplit ? wg : 0, 0));
+    Tensor sKt1 = local_tile(sKt, Shape<Int<kDqCols>, _64>{}, make_coord(kDqSplit ? wg : 0, 1));
 
     Tensor tSrK = thr_sdp.make_fragment_A(thr_sdp.partition_A(sKw));      // (MMA, 1, D/16)
     Tensor tSrV = thr_sdp.make_fragment_A(thr_sdp.partition_A(sVw));
@@ -178,15 +186,14 @@ struct BwdMainloop {
     Tensor tSrdO = thr_sdp.make_fragment_B(thr_sdp.partition_B(sdO));
     Tensor tdVrdO = thr_dkv.make_fragment_B(thr_dkv.partition_B(sdOt));   // (MMA, 1, M/16, S)
     Tensor tdKrQ = thr_dkv.make_fragment_B(thr_dkv.partition_B(sQt));
-    Tensor tdQrdS = thr_dq.make_fragment_A(thr_dq.partition_A(sdS));      // (MMA, 1, 4)
-    Tensor tdQrK = thr_dq.make_fragment_B(thr_dq.partition_B(sKtw));
-    Tensor tdSsdS = thr_sdp.partition_C(sdSt);  // where this thread's dS^T elements go
+    Tensor tdQrK0 = thr_dq.make_fragment_B(thr_dq.partition_B(sKt0));     // (MMA, 1, 4)
+    Tensor tdQrK1 = thr_dq.make_fragment_B(thr_dq.partition_B(sKt1));
 
     Tensor acc_s = partition_fragment_C(mma_sdp, Shape<_64, Int<kBlockM>>{});
     Tensor acc_dp = partition_fragment_C(mma_sdp, Shape<_64, Int<kBlockM>>{});
     Tensor acc_dk = partition_fragment_C(mma_dkv, Shape<_64, Int<kHeadDim>>{});
     Tensor acc_dv = partition_fragment_C(mma_dkv, Shape<_64, Int<kHeadDim>>{});
-    Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kHeadDim>>{});
+    Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kDqCols>>{});
     Tensor rP = make_tensor<Element>(partition_shape_A(mma_dkv, Shape<_64, Int<kBlockM>>{}));
     Tensor rdS = make_tensor<Element>(partition_shape_A(mma_dkv, Shape<_64, Int<kBlockM>>{}));
     clear(acc_dk);
@@ -205,7 +212,8 @@ struct BwdMainloop {
 
     const float scale_log2 = p.scale_log2;
     const int n = num_visits(d, it);
-    float* stage = ss.dq_stage + wg * (kBlockM * kHeadDim);
+    float* stage = ss.dq_stage + wg * (kBlockM * kDqCols);
+    const int dq_col0 = kDqSplit ? wg * kDqCols : 0;  // the warpgroup's first dQ column
     // Always: the producer loads K and V even for an item without visits, and the epilogue
     // reuses their buffers, so the loads must have landed first.
     Barrier::wait(&ss.kv_full, 0);
@@ -247,13 +255,21 @@ struct BwdMainloop {
       for (int i = 0; i < kAcc; ++i) acc_dp(i) = acc_s(i) * (acc_dp(i) - st[frag_col(i, quad)].y);
       convert_acc_to_a<Element>(acc_s, rP);
       convert_acc_to_a<Element>(acc_dp, rdS);
-      // dS^T into the dQ GEMM's A operand (its previous reader, the last visit's dQ GEMM,
-      // is done: waited below before this warpgroup went on).
+      // dS^T into the dQ GEMM's A operand. Its previous readers are done: this warpgroup's
+      // dQ GEMM of the last visit (waited below), and at kDqSplit the other warpgroup's of
+      // the visit before (this buffer's parity), which it waited for before the barrier
+      // that this warpgroup passed last visit.
+      Element* ds_visit = ss.ds + (kDqSplit ? (v & 1) * 2 * kdSElems : 0);
+      {
+        Tensor sdSt = make_tensor(make_smem_ptr(ds_visit + wg * kdSElems),
+                                  typename Traits::SmemLayoutdSt{});
+        Tensor tdSsdS = thr_sdp.partition_C(sdSt);  // where this thread's dS^T elements go
 #pragma unroll
-      for (int i = 0; i < kAcc; ++i) tdSsdS(i) = rdS(i);
+        for (int i = 0; i < kAcc; ++i) tdSsdS(i) = rdS(i);
+      }
       compiler_fence();
       cutlass::arch::fence_view_async_shared();  // generic-proxy writes -> WGMMA reads
-      NamedBarrier::sync(128, bar);
+      if constexpr (!kDqSplit) NamedBarrier::sync(128, bar);
 
       NamedBarrier::sync(kTurnThreads, turn_mine);
       gemm_issue<false>(mma_dkv, rP, tdVrdO(_, _, _, s), acc_dv);
@@ -265,9 +281,24 @@ struct BwdMainloop {
       compiler_fence();  // every read of this stage's statistics is above
       Barrier::arrive(&ss.empty[s]);  // Q and dO of this stage are read
       // dQ after dK / dV have retired: P^T and dS^T in registers are dead by then, which
-      // keeps dK, dV and dQ (64 + 64 + 64 fp32 per thread at D = 128) within the budget
-      // without serialising the GEMMs.
-      gemm_issue<true>(mma_dq, tdQrdS, tdQrK, acc_dq);
+      // keeps dK, dV and dQ within the register budget without serialising the GEMMs.
+      {
+        Tensor sdS0 = make_tensor(make_smem_ptr(ds_visit + (kDqSplit ? 0 : wg * kdSElems)),
+                                  typename Traits::SmemLayoutdS{});
+        Tensor tdQrdS0 = thr_dq.make_fragment_A(thr_dq.partition_A(sdS0));
+        if constexpr (kDqSplit) {
+          NamedBarrier::sync(kMmaThreads, kBwdBarDs);  // both warpgroups' dS are written
+          Tensor sdS1 = make_tensor(make_smem_ptr(ds_visit + kdSElems),
+                                    typename Traits::SmemLayoutdS{});
+          Tensor tdQrdS1 = thr_dq.make_fragment_A(thr_dq.partition_A(sdS1));
+          gemm_issue<true>(mma_dq, tdQrdS0, tdQrK0, acc_dq);
+          gemm_issue<false>(mma_dq, tdQrdS1, tdQrK1, acc_dq);
+        } else if (wg == 0) {
+          gemm_issue<true>(mma_dq, tdQrdS0, tdQrK0, acc_dq);
+        } else {
+          gemm_issue<true>(mma_dq, tdQrdS0, tdQrK1, acc_dq);
+        }
+      }
       warpgroup_wait<0>();
       warpgroup_fence_operand(acc_dq);
 
@@ -283,18 +314,20 @@ struct BwdMainloop {
         int x[3];
         tile_coords(d, it, vis.q0, 0, 0, x);
 #pragma unroll
-        for (int c = 0; c < kHeadDim / kAccumPanel; ++c) {
+        for (int c = 0; c < kDqCols / kAccumPanel; ++c) {
           cute::SM90_TMA_REDUCE_ADD_5D::copy(&p.tma_dq, stage + c * (kBlockM * kAccumPanel),
-                                             vis.hq * kHeadDim + c * kAccumPanel, x[2], x[1],
-                                             x[0], it.b);
+                                             vis.hq * kHeadDim + dq_col0 + c * kAccumPanel,
+                                             x[2], x[1], x[0], it.b);
         }
         cute::tma_store_arrive();
       }
     }
 
     // ---- Epilogue: dK = scale dS^T Q and dV = P^T dO of the warpgroup's 64 keys, staged in
-    // its own rows of the K and V buffers (their last readers, this warpgroup's GEMMs, are
-    // done) and stored by TMA boxes of half the KV tile.
+    // its own rows of the K and V buffers (their last readers are done: this warpgroup's
+    // GEMMs, and at kDqSplit the other warpgroup's last dQ GEMM, which read all 128 K rows:
+    // the barrier below follows its wait) and stored by TMA boxes of half the KV tile.
+    if constexpr (kDqSplit) NamedBarrier::sync(kMmaThreads, kBwdBarDs);
 #pragma unroll
     for (int i = 0; i < size(acc_dk); ++i) acc_dk(i) *= p.scale;
     compiler_fence();

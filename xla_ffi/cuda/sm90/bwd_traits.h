@@ -59,11 +59,20 @@ struct BwdTraits {
       cute::GMMA::rs_op_selector<Element, Element, float,
                                  cute::Shape<cute::_64, cute::Int<kHeadDim>, cute::Int<kBlockM>>,
                                  cute::GMMA::Major::K, cute::GMMA::Major::MN>()));
-  // dQ (this warpgroup's part) = dS K: kBlockM queries x D x the warpgroup's 64 keys, A (dS)
-  // K-major from shared memory, B (K) MN-major.
+  // dQ = dS K, split between the warpgroups by head-dim columns at D >= 128: each computes
+  // kBlockM queries x D/2 over all 128 keys of the tile (both warpgroups' dS, double-buffered
+  // by visit parity), so one CTA adds kBlockM x D fp32 into dq_accum per visit. At D = 64 a
+  // D/2 = 32-column B operand is narrower than the 128-byte swizzle atom (64 elements), so
+  // each warpgroup computes its own 64 keys' part over all D columns and both parts are
+  // added: twice the reduce-add traffic of the split.
+  static constexpr bool kDqSplit = kHeadDim >= 128;
+  static constexpr int kDqCols = kDqSplit ? kHeadDim / 2 : kHeadDim;
+  static constexpr int kdSBuffers = kDqSplit ? 2 : 1;
+  // One GEMM step: kBlockM queries x kDqCols x 64 keys (one warpgroup's dS), A (dS) K-major
+  // from shared memory, B (K) MN-major.
   using TiledMmadQ = decltype(cute::make_tiled_mma(
       cute::GMMA::ss_op_selector<Element, Element, float,
-                                 cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDim>, cute::_64>,
+                                 cute::Shape<cute::Int<kBlockM>, cute::Int<kDqCols>, cute::_64>,
                                  cute::GMMA::Major::K, cute::GMMA::Major::MN>()));
 
   // TMA box images (rows = tokens in box order, 128-byte swizzled 64-element panels,
@@ -96,10 +105,12 @@ struct BwdTraits {
     alignas(1024) Element dout[cute::cosize_v<SmemLayoutQ>];
     alignas(1024) Element k[cute::cosize_v<SmemLayoutK>];
     alignas(1024) Element v[cute::cosize_v<SmemLayoutK>];
-    alignas(1024) Element ds[kNumMmaWarpGroups * kdSElems];
-    // Per warpgroup: its dQ part (kBlockM x D fp32) as the TMA reduce-add reads it: D / 32
-    // boxes of kBlockM rows x 128 bytes, 16-byte chunks swizzled by row (128-byte mode).
-    alignas(1024) float dq_stage[kNumMmaWarpGroups * kBlockM * kHeadDim];
+    // dS per (visit parity if kDqSplit, warpgroup).
+    alignas(1024) Element ds[kdSBuffers * kNumMmaWarpGroups * kdSElems];
+    // Per warpgroup: its dQ part (kBlockM x kDqCols fp32) as the TMA reduce-add reads it:
+    // kDqCols / 32 boxes of kBlockM rows x 128 bytes, 16-byte chunks swizzled by row
+    // (128-byte mode).
+    alignas(1024) float dq_stage[kNumMmaWarpGroups * kBlockM * kDqCols];
     alignas(16) float2 stats[kStages][kBlockM];  // per query: (LSE * log2(e), row sum dO.O)
     alignas(16) uint32_t mask_table[kMaskWords];
     alignas(16) int row_windows[12 * kNumMmaThreads];  // mask.h: the key rows' windows
