@@ -132,11 +132,15 @@ if want sanitize90 && [ -x xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest ]; 
   done
 fi
 if want sanitize90bwd; then   # the sm90 backward kernel through its FFI target
-  for case in ${SANITIZE90BWD_CASES:-2d_mixed 3d_mixed 1d_rising_keys 2d_query_range}; do
-    for tool in memcheck racecheck; do
-      run_stage "sm90bwd_${tool}_$case" 300 env JAX_GNA_SMOKE_BACKEND=sm90 compute-sanitizer \
-        --tool "$tool" --kernel-name kns=gna_bwd_sm90_kernel --error-exitcode 9 \
-        python3 tests/gpu/test_kernels_sm80_smoke.py -k "$case"
+  # At the smoke test's head dims (64: per-warpgroup dQ) and at 128 (the column-split dQ).
+  for hd in default 128; do
+    for case in ${SANITIZE90BWD_CASES:-2d_mixed 3d_mixed 1d_rising_keys 2d_query_range}; do
+      for tool in memcheck racecheck; do
+        run_stage "sm90bwd_${tool}_${case}_$hd" 300 env JAX_GNA_SMOKE_BACKEND=sm90 \
+          JAX_GNA_SMOKE_HEAD_DIM=$([ $hd = 128 ] && echo 128) compute-sanitizer \
+          --tool "$tool" --kernel-name kns=gna_bwd_sm90_kernel --error-exitcode 9 \
+          python3 tests/gpu/test_kernels_sm80_smoke.py -k "$case"
+      done
     done
   done
 fi
