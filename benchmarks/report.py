@@ -14,7 +14,10 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("direction", "direction", "s"),
     ("ms", "median_ms", ".3f"),
     ("TF/s (eff.)", "tflops", ".4g"),
+    ("GB/s", "gb_per_s", ".4g"),
+    ("% HBM", "hbm_percent", ".1f"),
     ("wall ms", "wall_ms", ".3f"),
+    ("dense ms", "dense_ms", ".3f"),
     ("speedup vs dense", "speedup_vs_dense", ".2f"),
     ("interleaved: speedup", "speedup_interleaved", ".2f"),
     ("interleaved: TF/s / dense TF/s", "tflops_ratio_interleaved", ".3f"),
@@ -41,9 +44,11 @@ def _cell(value: Any, fmt: str) -> str:
 
 def markdown_table(rows: Sequence[dict], baseline: str) -> str:
     """One line per (case, stride, backend, direction); ``baseline`` names the dense
-    implementation the speedups are relative to."""
-    heads = [h if key != "speedup_vs_dense" else f"speedup vs {baseline}"
-             for h, key, _ in COLUMNS]
+    implementation the speedups are relative to (its time of the same run is the
+    "<baseline> ms" column of each GNA row). GB/s and % HBM: bytes moved once
+    (``jax_gna.profile.bytes_moved``) over the median time."""
+    named = {"dense_ms": f"{baseline} ms", "speedup_vs_dense": f"speedup vs {baseline}"}
+    heads = [named.get(key, h) for h, key, _ in COLUMNS]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for row in rows:
         lines.append("| " + " | ".join(_cell(row.get(key), fmt) for _, key, fmt in COLUMNS)

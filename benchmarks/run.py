@@ -4,6 +4,7 @@ forward+backward, each available backend next to dense baselines and the simulat
     python benchmarks/run.py --out bench_out                 # full suite (GPU)
     python benchmarks/run.py --subset --out bench_out        # < 3 min on an H200
     python benchmarks/run.py --tiny --out /tmp/b             # scaled-down, runs on a CPU
+    python benchmarks/run.py --suite small --out bench_small # the small-window regime
 
 The suite's sizes are GPU-sized: on a CPU, without ``--tiny``, a run whose calls exceed
 ``jax_gna.profile.CPU_FLOP_BUDGET`` FLOPs is refused with a pointer to ``--tiny`` (``--force``
@@ -23,6 +24,13 @@ the same clock and power states; the "interleaved" columns): a comparison at equ
 where a kernel that draws less power than cuDNN gets no credit for the higher clock it
 settles to alone.
 Anything whose estimated memory exceeds the device is skipped with the reason printed.
+
+Every row also reports its achieved bandwidth: ``jax_gna.profile.bytes_moved`` (the bytes of
+the tensors the call moves, each once: forward q, k, v, o, LSE; backward q, k, v, o, dO,
+LSE, dq, dk, dv) over its time, in GB/s and, where ``profile.hbm_peak_bytes_per_s`` knows
+the card, as a percentage of its HBM peak. ``--suite small`` selects the small-window
+regime (``jax_gna.simulator.suite.SMALL_WINDOW_SUITE``: windows of 3-13 per dim, batches of
+16-128, head dims 32 and 64), where that figure, not the FLOP rate, is the one to read.
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ except ImportError:   # ... else the source tree next to this folder (CPU/refere
 
 from jax_gna import _timing, profile   # noqa: E402
 from jax_gna.simulator import simulate   # noqa: E402
-from jax_gna.simulator.suite import get_suite   # noqa: E402
+from jax_gna.simulator.suite import REGIMES, get_suite   # noqa: E402
 
 DIRECTIONS = ("fwd", "fwd+bwd")
 
@@ -60,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "are GPU-sized; on a CPU use --tiny (without it the run is refused unless "
                     "--force). Progress goes to stderr, the table to stdout.")
     p.add_argument("--out", default="bench_out", help="output directory")
+    p.add_argument("--suite", choices=sorted(REGIMES), default="default",
+                   help="which case set: 'default' (the GNA workloads of docs/semantics.md) "
+                        "or 'small' (the small-window regime: vision backbones and "
+                        "hourglass diffusion, batches of 16-128; read for GB/s)")
     p.add_argument("--subset", action="store_true",
                    help="quick run: last stride of each case, forward only, few repeats")
     p.add_argument("--tiny", action="store_true",
@@ -98,6 +110,19 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def case_config(case, stride, dtype: str, direction: str) -> profile.ProfileConfig:
+    """The ``ProfileConfig`` of one suite case at ``stride``: its shape, window, dilation,
+    causality, batch, heads and head dim."""
+    return profile.ProfileConfig.create(
+        case.shape, case.kernel_size, stride, case.dilation, case.is_causal,
+        batch=case.batch, heads=case.heads, head_dim=case.head_dim, dtype=dtype,
+        backprop=direction == "fwd+bwd")
+
+
+def _label(stride) -> str:
+    return "x".join(map(str, stride))
+
+
 def _default_backends(subset: bool) -> list[str]:
     gna = list(profile.available_backends())
     kernels = [b for b in gna if b != "reference"]
@@ -123,9 +148,7 @@ def _cpu_refusal(suite, subset, directions, dtype, impls) -> str | None:
     for case in suite:
         for direction in directions:
             for stride in (case.strides[-1:] if subset else case.strides):
-                cfg = profile.ProfileConfig.create(
-                    case.shape, case.kernel_size, stride, batch=case.batch, heads=case.heads,
-                    head_dim=case.head_dim, dtype=dtype, backprop=direction == "fwd+bwd")
+                cfg = case_config(case, stride, dtype, direction)
                 if profile.cpu_size_refusal(cfg, impls) is not None:
                     worst = max(profile.flops(cfg, "dense" if i in profile.DENSE_IMPLS
                                               else "gna") for i in impls
@@ -163,7 +186,7 @@ def run(args) -> dict:
                device_trace=args.device_trace, settle_s=args.settle_s)
     interleaved = on_cuda if args.interleaved is None else args.interleaved
 
-    suite = get_suite(tiny, args.cases)
+    suite = get_suite(tiny, args.cases, regime=args.suite)
     if not tiny and not args.force:
         why = _cpu_refusal(suite, subset, directions, dtype, impls)
         if why is not None:
@@ -187,9 +210,7 @@ def run(args) -> dict:
     for case in suite:
         strides = case.strides[-1:] if subset else case.strides
         for direction in directions:
-            base_cfg = profile.ProfileConfig.create(
-                case.shape, case.kernel_size, 1, batch=case.batch, heads=case.heads,
-                head_dim=case.head_dim, dtype=dtype, backprop=direction == "fwd+bwd")
+            base_cfg = case_config(case, 1, dtype, direction)
             # Dense attention ignores the window: one measurement per (case, direction),
             # and the baseline once more after the GNA ones (bracketing; see _bracket).
             dense = {}
@@ -200,31 +221,29 @@ def run(args) -> dict:
             gna_rows = []
             for stride in strides:
                 cfg = dataclasses.replace(base_cfg, stride=tuple(stride))
-                sim = simulate(case.shape, case.kernel_size, stride, q_tile=case.q_tile,
-                               kv_tile=case.kv_tile)
+                sim = simulate(case.shape, case.kernel_size, stride, case.dilation,
+                               case.is_causal, q_tile=case.q_tile, kv_tile=case.kv_tile)
                 if direction == directions[0]:
                     sims.append({"case": case.name, **sim.to_dict()})
                 for impl in gna_impls:
-                    m = timed(cfg, impl, f"{case.name} {direction} stride "
-                                         f"{'x'.join(map(str, stride))}")
-                    _log(f"[{case.name} {direction} stride {'x'.join(map(str, stride))}] "
+                    m = timed(cfg, impl, f"{case.name} {direction} stride {_label(stride)}")
+                    _log(f"[{case.name} {direction} stride {_label(stride)}] "
                          f"{impl}: {_describe(m)}")
-                    gna_rows.append((stride, impl, m, sim))
+                    gna_rows.append((cfg, stride, impl, m, sim))
             if baseline in dense and gna_rows:
                 again = timed(base_cfg, baseline, f"{case.name} {direction} (again)")
                 _log(f"[{case.name} {direction}] {baseline} again: {_describe(again)}")
                 dense[baseline] = _bracket(dense[baseline], again)
             ref_ms = dense.get(baseline, {}).get("median_ms")
             for impl, m in dense.items():
-                rows.append(_row(case, None, impl, direction, m, ref_ms, None))
-            for stride, impl, m, sim in gna_rows:
-                row = _row(case, stride, impl, direction, m, ref_ms, sim)
+                rows.append(_row(case, base_cfg, None, impl, m, ref_ms, None))
+            for cfg, stride, impl, m, sim in gna_rows:
+                row = _row(case, cfg, stride, impl, m, ref_ms, sim)
                 if interleaved and baseline == profile.CUDNN_DENSE and ref_ms \
                         and m.get("median_ms") and impl != "reference":
-                    cfg = dataclasses.replace(base_cfg, stride=tuple(stride))
                     il = profile.measure_interleaved(cfg, impl, baseline, gna_ms=m["median_ms"],
                                                      dense_ms=ref_ms)
-                    _log(f"[{case.name} {direction} stride {'x'.join(map(str, stride))}] "
+                    _log(f"[{case.name} {direction} stride {_label(stride)}] "
                          f"{impl} interleaved with {baseline}: {il}")
                     row.update(interleaved=il, speedup_interleaved=il.get("speedup"),
                                tflops_ratio_interleaved=il.get("tflops_ratio"))
@@ -233,8 +252,12 @@ def run(args) -> dict:
                     row["note"] = _backward_note(case, stride, impl, dtype)
                 rows.append(row)
     rows.extend(backward_rows(rows))
-    return {"device": _timing.platform_description(), "baseline": baseline,
-            "settings": {"subset": subset, "tiny": tiny, "dtype": dtype, "warmup": warmup,
+    device = _timing.platform_description()
+    peak = profile.hbm_peak_bytes_per_s(device["device_kind"])
+    add_bandwidth(rows, peak)
+    return {"device": device, "baseline": baseline, "hbm_peak_bytes_per_s": peak,
+            "settings": {"suite": args.suite, "subset": subset, "tiny": tiny, "dtype": dtype,
+                         "warmup": warmup,
                          "repeats": repeats, "input_sets": args.input_sets,
                          "interleaved": interleaved,
                          "directions": directions, "backends": impls},
@@ -269,7 +292,7 @@ def _backward_note(case, stride, impl, dtype) -> str:
                                jnp.dtype(profile.DTYPES[dtype]))
     try:
         choice = jax_gna.explain(sds, sds, sds, case.kernel_size, tuple(stride),
-                                 backend=impl)["bwd"]
+                                 case.dilation, case.is_causal, backend=impl)["bwd"]
     except Exception as err:  # noqa: BLE001
         return f"bwd backend unknown ({type(err).__name__})"
     family = choice.split(" ")[0]
@@ -288,13 +311,14 @@ def _kernel_tile_bound(case, stride, impl, dtype, row) -> dict:
         from jax_gna import _cuda_lowering, backends
         q = jax.ShapeDtypeStruct((case.batch, *case.shape, case.heads, case.head_dim),
                                  jnp.dtype(profile.DTYPES[dtype]))
-        kcase = backends.case_for(q, q, q, case.kernel_size, tuple(stride), backend=impl)
+        kcase = backends.case_for(q, q, q, case.kernel_size, tuple(stride), case.dilation,
+                                  case.is_causal, backend=impl)
         q_box, kv_box = _cuda_lowering.tile_boxes(kcase.config, impl, kcase, backends.FORWARD)
     except Exception as err:  # noqa: BLE001  (no kernel here: leave the columns empty)
         _log(f"[{case.name}] {impl}: kernel tiles unknown ({type(err).__name__}: {err})")
         return {}
-    sim = simulate(case.shape, case.kernel_size, stride, q_tile=tuple(q_box),
-                   kv_tile=tuple(kv_box))
+    sim = simulate(case.shape, case.kernel_size, stride, case.dilation, case.is_causal,
+                   q_tile=tuple(q_box), kv_tile=tuple(kv_box))
     out = {"kernel_tiles": "x".join(map(str, q_box)) + "/" + "x".join(map(str, kv_box)),
            "kernel_tile_work_bound": sim.tile_work_speedup,
            "kernel_mean_tile_bound": sim.mean_tile_speedup}
@@ -306,8 +330,9 @@ def _kernel_tile_bound(case, stride, impl, dtype, row) -> dict:
 def backward_rows(rows: list[dict]) -> list[dict]:
     """Backward-only rows, derived where one run measured both directions of a (case,
     stride, backend): device time = fwd+bwd minus fwd (both medians of the same run), its
-    FLOPs 2.5x the forward's (so TF/s = 2.5 x forward FLOPs / time), and the speedup over
-    the dense baseline's backward derived the same way."""
+    FLOPs 2.5x the forward's (so TF/s = 2.5 x forward FLOPs / time), its bytes moved the
+    fwd+bwd figure minus the forward's, and the speedup over the dense baseline's backward
+    derived the same way."""
     by_key = {(r["case"], None if r["stride"] is None else tuple(r["stride"]), r["backend"],
                r["direction"]): r for r in rows}
     dense = {r["case"]: r for r in rows if r["stride"] is None
@@ -324,6 +349,8 @@ def backward_rows(rows: list[dict]) -> list[dict]:
         row.update(direction="bwd (fwd+bwd - fwd)", median_ms=ms,
                    tflops=(profile.BACKWARD_FLOP_FACTOR - 1.0) * fwd_flop / (ms * 1e-3) / 1e12,
                    note="derived: fwd+bwd minus fwd of this run")
+        if fwd.get("bytes_moved") and both.get("bytes_moved"):
+            row["bytes_moved"] = both["bytes_moved"] - fwd["bytes_moved"]
         base = dense.get(case)
         if stride is not None and base is not None:
             base_both = by_key[(case, None, base["backend"], "fwd+bwd")]
@@ -331,17 +358,36 @@ def backward_rows(rows: list[dict]) -> list[dict]:
                 if base_both.get("median_ms") and base.get("median_ms") else None
             if base_ms and base_ms > 0:
                 row["speedup_vs_dense"] = base_ms / ms
+                row["dense_ms"] = base_ms
         out.append(row)
     return out
 
 
-def _row(case, stride, impl, direction, m, ref_ms, sim) -> dict:
+def add_bandwidth(rows: list[dict], peak_bytes_per_s: float | None) -> None:
+    """Achieved bandwidth of every timed row with a ``bytes_moved`` figure: ``gb_per_s``
+    (bytes moved once / median time, 1 GB = 1e9 bytes) and, given the card's HBM peak,
+    ``hbm_percent``."""
+    for row in rows:
+        ms, nbytes = row.get("median_ms"), row.get("bytes_moved")
+        if not ms or not nbytes:
+            continue
+        rate = nbytes / (ms * 1e-3)
+        row["gb_per_s"] = rate / 1e9
+        if peak_bytes_per_s:
+            row["hbm_percent"] = 100.0 * rate / peak_bytes_per_s
+
+
+def _row(case, cfg, stride, impl, m, ref_ms, sim) -> dict:
+    """One table row; ``stride`` None for a dense baseline (the window does not apply)."""
     ms = m.get("median_ms")
     row = {"case": case.name, "shape": list(case.shape), "kernel_size": list(case.kernel_size),
+           "dilation": list(cfg.dilation), "is_causal": list(cfg.is_causal),
+           "batch": cfg.batch, "heads": cfg.heads, "head_dim": cfg.head_dim,
            "stride": list(stride) if stride is not None else None, "backend": impl,
-           "direction": direction, "median_ms": ms, "min_ms": m.get("min_ms"),
-           "tflops": m.get("tflops"), "wall_ms": m.get("wall_median_ms"),
-           "timing": m.get("timing"),
+           "direction": cfg.direction, "median_ms": ms, "min_ms": m.get("min_ms"),
+           "tflops": m.get("tflops"), "bytes_moved": profile.bytes_moved(cfg),
+           "wall_ms": m.get("wall_median_ms"), "timing": m.get("timing"),
+           "dense_ms": ref_ms if stride is not None else None,
            "speedup_vs_dense": (ref_ms / ms) if (ms and ref_ms) else None,
            "note": m.get("skipped") or m.get("error") or "", "measurement": m}
     if sim is not None:
@@ -371,10 +417,16 @@ def main(argv=None) -> int:
     timings = sorted({r.get("timing") for r in results["rows"] if r.get("timing")})
     how = {"device": "device time per call (median of 10 traced calls)",
            "wall": "wall time per call (median of groups)"}
-    header = (f"GNA benchmark on {device['device_kind']} ({device['platform']}), jax "
+    peak = results["hbm_peak_bytes_per_s"]
+    hbm = (f"% HBM of its {peak / 1e12:g} TB/s peak" if peak else
+           "% HBM: no peak known for this device")
+    header = (f"GNA benchmark ({results['settings']['suite']} suite) on "
+              f"{device['device_kind']} ({device['platform']}), jax "
               f"{device['jax_version']}, {results['settings']['dtype']}; ms = "
               f"{' / '.join(how[t] for t in timings) or '-'}; speedups over "
-              f"{base_name}; bounds from the simulator with the suite's tiles.\n\n")
+              f"{base_name}; GB/s = bytes of the tensors moved once / ms "
+              f"(jax_gna.profile.bytes_moved), {hbm}; bounds from the simulator with the "
+              f"suite's tiles.\n\n")
     (out / "results.md").write_text(header + table + "\n")
     try:
         chart = speedup_chart(results["rows"], str(out / "speedups.png"), base_name)

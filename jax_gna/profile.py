@@ -25,6 +25,7 @@ import importlib
 import json
 import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -35,7 +36,8 @@ import jax.numpy as jnp
 
 from jax_gna import _device_trace, _timing, semantics
 
-__all__ = ["ProfileConfig", "flops", "estimate_memory_bytes", "device_memory_bytes",
+__all__ = ["ProfileConfig", "flops", "bytes_moved", "hbm_peak_bytes_per_s",
+           "estimate_memory_bytes", "device_memory_bytes",
            "resolve_attention", "available_backends", "measure", "measure_interleaved",
            "simulator_bounds", "cpu_size_refusal", "scaled_down", "stderr_progress",
            "profile", "main", "DENSE_IMPLS", "CPU_FLOP_BUDGET"]
@@ -125,17 +127,69 @@ def flops(cfg: ProfileConfig, which: str = "gna") -> float:
     return f * (BACKWARD_FLOP_FACTOR if cfg.backprop else 1.0)
 
 
-def _tensor_bytes(cfg: ProfileConfig) -> int:
-    """q, k, v, extras and output (+ cotangent and three gradients when backprop)."""
+def _tensor_sizes(cfg: ProfileConfig) -> dict[str, int]:
+    """Bytes of each tensor of one call: ``q``, ``k``, ``v`` (K and V with the additional
+    tokens), ``o`` (q's shape and dtype; so are dO and dq, while dk and dv are k's and v's)
+    and ``lse`` (fp32, one per query token and head: the forward kernels always write it,
+    the backward reads it)."""
     item = jnp.dtype(cfg.jnp_dtype).itemsize
     n, b, d = cfg.num_tokens, cfg.batch, cfg.head_dim
-    q = b * n * cfg.heads * d
-    kv = b * (n + cfg.extra_tokens) * cfg.heads_kv * d
-    per_call = q + 2 * kv + q                     # inputs + output
+    q = b * n * cfg.heads * d * item
+    kv = b * (n + cfg.extra_tokens) * cfg.heads_kv * d * item
+    return {"q": q, "k": kv, "v": kv, "o": q, "lse": b * n * cfg.heads * 4}
+
+
+def _tensor_bytes(cfg: ProfileConfig) -> int:
+    """Footprint of one call's tensors: q, k, v, extras, output and LSE (+ cotangent, three
+    gradients and the backward's fp32 row statistic when backprop)."""
+    t = _tensor_sizes(cfg)
+    total = t["q"] + t["k"] + t["v"] + t["o"] + t["lse"]
     if cfg.backprop:
-        per_call += q + (q + 2 * kv)              # cotangent + gradients
-    lse = b * n * cfg.heads * 4
-    return per_call * item + lse * (2 if cfg.backprop else 1)
+        total += t["o"] + (t["q"] + t["k"] + t["v"]) + t["lse"]   # dO; dq, dk, dv; delta
+    return total
+
+
+def bytes_moved(cfg: ProfileConfig, direction: str | None = None) -> int:
+    """Bytes of the tensors one call moves between the device's memory and the chip, each
+    counted once: the least traffic any implementation needs, so achieved bandwidth is
+    ``bytes_moved / time`` (the small-window regime is bound by it, not by FLOPs).
+
+    * ``"fwd"``: reads q, k, v; writes o and the LSE (the forward kernels write the LSE in
+      every call, also when only o is used).
+    * ``"bwd"``: reads q, k, v, o, dO and the LSE; writes dq, dk, dv.
+    * ``"fwd+bwd"``: the sum.
+
+    ``direction`` defaults to ``cfg.direction``. Not counted: K/V halos read by several Q
+    tiles, the backward's fp32 scratch (dQ accumulator, delta = rowsum(dO * O)), and the
+    LSE cotangent; additional keys/values count with K/V."""
+    direction = direction or cfg.direction
+    if direction not in ("fwd", "bwd", "fwd+bwd"):
+        raise ValueError(f"direction must be 'fwd', 'bwd' or 'fwd+bwd'; got {direction!r}")
+    t = _tensor_sizes(cfg)
+    qkv = t["q"] + t["k"] + t["v"]
+    fwd = qkv + t["o"] + t["lse"]
+    bwd = qkv + t["o"] + t["o"] + t["lse"] + qkv         # q k v o dO lse in; dq dk dv out
+    return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}[direction]
+
+
+# Peak HBM bandwidth (bytes/s) for the "% HBM" figures: (pattern matched against jax's
+# device_kind, bytes/s). H100 SXM reports "NVIDIA H100 80GB HBM3"; the PCIe and NVL cards
+# (other peaks) and GH200 match none, so they get GB/s only.
+HBM_PEAK_BYTES_PER_S: tuple[tuple[str, float], ...] = (
+    (r"\bH200\b", 4.8e12),
+    (r"\bH100\b.*\b(HBM3|SXM\d?)\b", 3.35e12),
+)
+
+
+def hbm_peak_bytes_per_s(device_kind: str | None = None) -> float | None:
+    """The HBM peak of ``device_kind`` (default: the first device's) from
+    ``HBM_PEAK_BYTES_PER_S``, or None when the device is not listed."""
+    if device_kind is None:
+        device_kind = jax.devices()[0].device_kind
+    for pattern, peak in HBM_PEAK_BYTES_PER_S:
+        if re.search(pattern, device_kind or ""):
+            return peak
+    return None
 
 
 def estimate_memory_bytes(cfg: ProfileConfig, impl: str) -> int:
@@ -403,10 +457,13 @@ def simulator_bounds(cfg: ProfileConfig, q_tile=None, kv_tile=None) -> dict[str,
     """Simulator figures for the problem: given tiles, else the suite case's tiles when the
     problem is a suite case, else the paper's tiles for the rank."""
     from jax_gna.simulator import simulate
-    from jax_gna.simulator.suite import SUITE, TINY_SUITE
+    from jax_gna.simulator.suite import REGIMES
     if q_tile is None and kv_tile is None:
-        for case in SUITE + TINY_SUITE:
-            if case.shape == cfg.shape and case.kernel_size == cfg.kernel_size:
+        cases = [case for suites in REGIMES.values() for suite in suites for case in suite]
+        for case in cases:
+            p = case.params()
+            if case.shape == cfg.shape and p.kernel_size == cfg.kernel_size \
+                    and p.dilation == cfg.dilation and p.is_causal == cfg.is_causal:
                 q_tile, kv_tile = case.q_tile, case.kv_tile
                 break
     r = simulate(cfg.shape, cfg.kernel_size, cfg.stride, cfg.dilation, cfg.is_causal,

@@ -75,6 +75,45 @@ def test_flops_count_attended_pairs():
     assert profile.flops(bwd) == pytest.approx(3.5 * profile.flops(fwd))
 
 
+def test_bytes_moved_hand_computed():
+    # 4x6 grid (24 tokens), batch 2, 3 query heads, 1 K/V head (GQA), head dim 8, bf16, 2
+    # additional tokens: q and o are 2*24*3*8 = 1152 elements (2304 bytes), k and v
+    # 2*(24+2)*1*8 = 416 elements (832 bytes), the LSE 2*24*3 fp32 (576 bytes).
+    kw = dict(batch=2, heads=3, kv_heads=1, head_dim=8, dtype="bf16", extra_tokens=2)
+    fwd = profile.ProfileConfig.create((4, 6), (3, 3), **kw)
+    both = profile.ProfileConfig.create((4, 6), (3, 3), backprop=True, **kw)
+    q = o = 2304
+    k = v = 832
+    lse = 576
+    fwd_bytes = q + k + v + o + lse                              # read q k v, write o lse
+    bwd_bytes = (q + k + v + o + o + lse) + (q + k + v)   # in: q k v o dO lse; out: dq dk dv
+    assert fwd_bytes == 6848 and bwd_bytes == 13120
+    assert profile.bytes_moved(fwd) == fwd_bytes
+    assert profile.bytes_moved(both) == fwd_bytes + bwd_bytes == 19968
+    assert profile.bytes_moved(both, "fwd") == fwd_bytes
+    assert profile.bytes_moved(fwd, "bwd") == bwd_bytes
+    # The window, stride, dilation and causality do not change what is moved once; fp32
+    # doubles the token tensors, not the (always fp32) LSE.
+    other = profile.ProfileConfig.create((4, 6), (2, 5), (2, 1), 1, (True, False), **kw)
+    assert profile.bytes_moved(other) == fwd_bytes
+    wide = profile.ProfileConfig.create((4, 6), (3, 3), **{**kw, "dtype": "fp32"})
+    assert profile.bytes_moved(wide) == 2 * (q + k + v + o) + lse
+    with pytest.raises(ValueError, match="direction"):
+        profile.bytes_moved(fwd, "backward")
+    # The memory footprint estimate shares the tensor sizes: dO, three gradients and the
+    # backward's fp32 row statistic on top of the forward's tensors.
+    assert profile._tensor_bytes(fwd) == fwd_bytes
+    assert profile._tensor_bytes(both) == fwd_bytes + o + (q + k + v) + lse
+
+
+@pytest.mark.parametrize("kind, peak", [
+    ("NVIDIA H100 80GB HBM3", 3.35e12), ("NVIDIA H100 SXM5 80GB", 3.35e12),
+    ("NVIDIA H200", 4.8e12), ("NVIDIA H200 NVL", 4.8e12), ("NVIDIA H100 PCIe", None),
+    ("NVIDIA H100 NVL", None), ("NVIDIA GH200 480GB", None), ("cpu", None)])
+def test_hbm_peak_by_device_kind(kind, peak):
+    assert profile.hbm_peak_bytes_per_s(kind) == peak
+
+
 def test_memory_estimates_order():
     cfg = profile.ProfileConfig.create((256, 256), (80, 80))
     dense = profile.estimate_memory_bytes(cfg, profile.XLA_DENSE)
@@ -269,10 +308,10 @@ def test_benchmark_suite_tiny(tmp_path):
     assert (tmp_path / "speedups.png").stat().st_size > 1000
 
 
-def test_benchmark_backward_rows_are_fwd_bwd_minus_fwd():
-    """benchmarks/run.py derives backward-only rows from the two directions of one run."""
+def _bench_module():
+    """benchmarks/run.py as a module (it imports its neighbours chart.py and report.py)."""
     import importlib.util
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
+    path = REPO / "benchmarks" / "run.py"
     spec = importlib.util.spec_from_file_location("bench_run", path)
     bench = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(path.parent))
@@ -280,6 +319,12 @@ def test_benchmark_backward_rows_are_fwd_bwd_minus_fwd():
         spec.loader.exec_module(bench)
     finally:
         sys.path.remove(str(path.parent))
+    return bench
+
+
+def test_benchmark_backward_rows_are_fwd_bwd_minus_fwd():
+    """benchmarks/run.py derives backward-only rows from the two directions of one run."""
+    bench = _bench_module()
 
     def row(stride, backend, direction, ms, tflops):
         return dict(case="c", shape=[8], kernel_size=[4], stride=stride, backend=backend,
@@ -295,3 +340,98 @@ def test_benchmark_backward_rows_are_fwd_bwd_minus_fwd():
     assert kern["median_ms"] == 5.0
     assert math.isclose(kern["tflops"], 2.5 * 50.0 * 2.0 / 5.0)     # 2.5x forward FLOPs / time
     assert math.isclose(kern["speedup_vs_dense"], 30.0 / 5.0)
+
+
+def test_benchmark_bandwidth_columns():
+    """Derived backward rows move fwd+bwd minus fwd bytes; GB/s = bytes / ms; % HBM only
+    with a known peak."""
+    bench = _bench_module()
+
+    def row(backend, stride, direction, ms, nbytes):
+        return dict(case="c", shape=[8], kernel_size=[4], stride=stride, backend=backend,
+                    direction=direction, median_ms=ms, tflops=1.0, bytes_moved=nbytes)
+    rows = [row("dense", None, "fwd", 4.0, 1000), row("dense", None, "fwd+bwd", 10.0, 3500),
+            row("k", [1], "fwd", 1.0, 1000), row("k", [1], "fwd+bwd", 3.0, 3500),
+            row("k", [2], "fwd", 0.0, 1000)]            # not timed: no bandwidth
+    derived = bench.backward_rows(rows)
+    kern = next(r for r in derived if r["backend"] == "k")
+    assert kern["bytes_moved"] == 2500 and kern["median_ms"] == 2.0
+    assert kern["dense_ms"] == 6.0 and kern["speedup_vs_dense"] == 3.0
+    rows += derived
+    bench.add_bandwidth(rows, 1e9)                      # a 1 GB/s card
+    assert rows[2]["gb_per_s"] == pytest.approx(1000 / 1e-3 / 1e9)      # 1e-3 GB/s
+    assert rows[2]["hbm_percent"] == pytest.approx(0.1)
+    assert kern["gb_per_s"] == pytest.approx(2500 / 2e-3 / 1e9)
+    assert "gb_per_s" not in rows[4]
+    bench.add_bandwidth(rows[:1], None)
+    assert "gb_per_s" in rows[0] and rows[0]["hbm_percent"] == pytest.approx(25e-3)
+    fresh = [row("k", [1], "fwd", 2.0, 4000)]
+    bench.add_bandwidth(fresh, None)
+    assert fresh[0]["gb_per_s"] == pytest.approx(2e-3) and "hbm_percent" not in fresh[0]
+
+
+def test_small_window_suite_cases():
+    from jax_gna.simulator import simulate
+    from jax_gna.simulator.suite import get_suite
+    full, tiny = get_suite(regime="small"), get_suite(True, regime="small")
+    assert [c.name for c in full] == [c.name for c in tiny]
+    assert get_suite(regime="default") == get_suite() and get_suite() != full
+    assert [c.name for c in get_suite(regime="small", names=["hdit128"])] == ["hdit128"]
+    with pytest.raises(ValueError, match="unknown suite"):
+        get_suite(regime="large")
+    for case in full:
+        p = case.params()
+        assert case.strides == ((1,) * len(case.shape),)
+        assert all(3 <= k <= 13 for k in p.kernel_size)
+        assert case.head_dim in (32, 64) and 16 <= case.batch <= 128
+    for a, b in zip(full, tiny):       # the twins keep rank, dilation and causality
+        pa, pb = a.params(), b.params()
+        assert len(a.shape) == len(b.shape) and pa.is_causal == pb.is_causal
+        assert (max(pa.dilation) > 1) == (max(pb.dilation) > 1)
+    for case in full + tiny:
+        r = simulate(case.shape, case.kernel_size, 1, case.dilation, case.is_causal,
+                     q_tile=case.q_tile, kv_tile=case.kv_tile)
+        assert r.flop_speedup > 1
+    ranks = [len(c.shape) for c in full]
+    assert ranks.count(2) == 5 and ranks.count(3) == 3
+    assert any(max(c.params().dilation) > 1 for c in full if len(c.shape) == 2)
+    assert any(any(c.params().is_causal) for c in full)
+
+
+@needs_attention
+def test_benchmark_small_suite_tiny(tmp_path):
+    bench = _bench_module()
+    from jax_gna.simulator.suite import get_suite
+    cmd = [sys.executable, str(REPO / "benchmarks" / "run.py"), "--suite", "small", "--tiny",
+           "--cases", "dinat14", "video16causal", "--backends", "reference", "xla-dense",
+           "--warmup", "1", "--repeats", "1", "--input-sets", "1", "--out", str(tmp_path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=tmp_path,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["settings"]["suite"] == "small"
+    cases = {c.name: c for c in get_suite(True, regime="small")}
+    timed = [r for r in res["rows"] if not r["direction"].startswith("bwd")]
+    # 2 cases x 2 directions x (xla-dense, reference)
+    assert len(timed) == 8 and all(r["median_ms"] for r in timed)
+    for r in timed:
+        case = cases[r["case"]]
+        cfg = bench.case_config(case, r["stride"] or 1, "fp32", r["direction"])
+        assert r["batch"] == case.batch == 2
+        assert r["bytes_moved"] == profile.bytes_moved(cfg)
+        assert r["gb_per_s"] == pytest.approx(r["bytes_moved"] / r["median_ms"] / 1e6)
+        if r["backend"] == "reference":
+            assert r["dense_ms"] and r["speedup_vs_dense"] == pytest.approx(
+                r["dense_ms"] / r["median_ms"])
+    causal = [r for r in timed if r["case"] == "video16causal"]
+    assert all(r["is_causal"] == [True, False, False] for r in causal)
+    assert all(r["dilation"] == [2, 2] for r in timed if r["case"] == "dinat14")
+    # The GNA rows' FLOPs are the case's own (dilation and causality included).
+    ref = next(r for r in causal if r["backend"] == "reference" and r["direction"] == "fwd")
+    cfg = bench.case_config(cases["video16causal"], 1, "fp32", "fwd")
+    assert ref["tflops"] == pytest.approx(profile.flops(cfg) / ref["median_ms"] / 1e9)
+    derived = [r for r in res["rows"] if r["direction"].startswith("bwd")]
+    assert len(derived) == 4 and all(r["bytes_moved"] and r["gb_per_s"] for r in derived)
+    table = (tmp_path / "results.md").read_text()
+    assert "| GB/s | % HBM |" in table and "| XLA dense ms |" in table
+    assert table.count("| video16causal | 1x1x1 | reference |") == 3

@@ -105,8 +105,8 @@ def suite_rows(tiny: bool = False) -> list[dict]:
     rows = []
     for case in get_suite(tiny):
         for stride in case.strides:
-            r = simulate(case.shape, case.kernel_size, stride, q_tile=case.q_tile,
-                         kv_tile=case.kv_tile)
+            r = simulate(case.shape, case.kernel_size, stride, case.dilation, case.is_causal,
+                         q_tile=case.q_tile, kv_tile=case.kv_tile)
             rows.append({"case": case.name, **r.to_dict()})
     return rows
 
