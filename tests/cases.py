@@ -45,6 +45,8 @@ class Case:
     # Keys (and additional keys) of every 29th token scaled by this: row maxima then jump by
     # many log2 units from one KV tile to the next (make_inputs).
     key_spike: float = 1.0
+    # jax_gna.attention(..., deterministic=...): backward kernels with a fixed summation order.
+    deterministic: bool = False
 
     @property
     def heads_q(self):
@@ -56,7 +58,8 @@ class Case:
                 f"h{self.heads_q}/{self.heads_kv} D{self.head_dim}/{self.head_dim_v} "
                 f"E{self.n_extra} {self.dtype}"
                 + (f" box{self.query_box}" if self.query_box else "")
-                + (f" spike{self.key_spike:g}" if self.key_spike != 1.0 else ""))
+                + (f" spike{self.key_spike:g}" if self.key_spike != 1.0 else "")
+                + (" deterministic" if self.deterministic else ""))
 
 
 def _dim(draw, max_len):
@@ -192,7 +195,8 @@ def _run_backend(case: Case, backend: str, inputs):
                     q, k, v, case.kernel_size, case.stride, case.dilation, case.causal,
                     query_boxes=(case.query_box,), **extras)
             return jax_gna.attention(q, k, v, case.kernel_size, case.stride, case.dilation,
-                                     case.causal, return_lse=True, **extras)
+                                     case.causal, return_lse=True,
+                                     deterministic=case.deterministic, **extras)
         (out, lse), vjp = jax.vjp(fwd, q, k, v, ek, ev)
         return out, lse, vjp((dout, dlse))
 

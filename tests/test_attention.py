@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cases import EDGE_CASES, LOGIT_JUMP_CASES, check_case, random_cases
+from cases import (EDGE_CASES, LOGIT_JUMP_CASES, check_case, make_inputs, random_cases,
+                   run_backend)
 
 REFERENCE_EXAMPLES = int(os.environ.get("JAX_GNA_TEST_EXAMPLES", 500))
 KERNEL_EXAMPLES = int(os.environ.get("JAX_GNA_TEST_EXAMPLES", 200))
@@ -83,6 +84,32 @@ def test_query_boxes(backend):
     run()
     assert len(seen) >= min(count, 10), f"only {len(seen)} configurations ran"
     print(f"\n{backend}: {len(seen)} random query boxes passed")
+
+
+def test_deterministic_gradients(backend):
+    """deterministic=True: random configurations (additional KV included) within tolerance
+    of the oracle, and two runs of the same inputs give bitwise-identical gradients. (A
+    kernel family without a deterministic backward hands the gradient to one that has one:
+    jax_gna.backends, rule 2.)"""
+    import numpy as np
+    kernel = None if backend == "reference" else backend
+    count = max(5, REFERENCE_EXAMPLES // 50 if kernel is None else KERNEL_EXAMPLES // 25)
+    seen = []
+
+    @settings(max_examples=count, database=None)
+    @given(random_cases(kernel))
+    def run(case):
+        case = dataclasses.replace(case, deterministic=True)
+        if check_case(case, backend) is None:
+            return
+        inputs = make_inputs(case)
+        first, again = run_backend(case, backend, inputs), run_backend(case, backend, inputs)
+        for name, x, y in zip(("dq", "dk", "dv", "dek", "dev"), first[2], again[2]):
+            np.testing.assert_array_equal(x, y, err_msg=f"{name} differs between two runs")
+        seen.append(case)
+
+    run()
+    assert len(seen) >= min(count, 5), f"only {len(seen)} configurations ran"
 
 
 @given(st.data())
