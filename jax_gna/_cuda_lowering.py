@@ -28,7 +28,9 @@ power-of-two sides ranked best by ``jax_gna.tiles.best_boxes`` (``tile_work_spee
 boundary tiles weighted by the family's ``boundary_tile_cost`` from
 ``jax_gna.backends.KERNELS``, measured on the forward and used for both directions); for a
 call with a query box, ranked first by the tile pairs visited for the box (a Q tile that
-divides the box wastes no rows at its edges).
+divides the box wastes no rows at its edges). The halo forward has no KV tiles: its Q box
+is ``jax_gna.backends.halo_box_for``'s (the fewest halo key chunks) and its ``kv_tile`` only
+states the key-chunk size.
 """
 
 from __future__ import annotations
@@ -93,6 +95,12 @@ def tile_boxes(config: AttentionConfig, kernel_name: str, case: backends.Case,
                     f"{name}={tuple(box)} has {math.prod(box)} tokens but the {kernel_name} "
                     f"forward kernel for {case.dtype} head_dim {case.head_dim} takes "
                     f"{tokens} tokens per tile")
+    if kernel_name == "halo":
+        # No KV tiles: the Q box is the halo rule's (backends.halo_box_for), kv_tile only
+        # states the key-chunk size (any box of that many tokens).
+        q_box = q_box or backends.halo_box_for(config, case)[0]
+        kv_box = kv_box or (q_box if math.prod(q_box) == kv_tokens else
+                            tiles.power_of_two_boxes(kv_tokens, config.spatial_shape)[0])
     if q_box is None or kv_box is None:
         family = backends.kernel_family(kernel_name)
         best_q, best_kv = tiles.best_boxes(tuple(config.spatial_shape), config.params,

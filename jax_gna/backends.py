@@ -12,8 +12,9 @@ Selection rule (per direction, forward and backward chosen separately):
 1. ``backend="reference"``: the jnp reference (``jax_gna.reference.tiled``), everywhere.
 2. ``backend="<kernel>"`` (e.g. ``"sm80"``): that kernel, or a ``ValueError`` saying why it
    cannot serve the case's forward. If it has no backward for the case (e.g. the sm90
-   backward with additional keys or ``deterministic=True``), the backward uses the best
-   other kernel, else the reference (logged with the reason).
+   backward with additional keys or ``deterministic=True``, or the forward-only ``halo``
+   family), the backward uses the best other kernel, else the reference (logged with the
+   reason).
 3. ``backend=None``: on a CUDA device, the first kernel in ``KERNELS`` order that serves the
    case; otherwise (other platforms, or no kernel serves it) the reference. Each fallback is
    logged at debug level on logger ``jax_gna`` with the reasons; with the environment variable
@@ -27,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 import os
 from typing import Callable
 
@@ -145,6 +147,47 @@ def _sm90_rule(case: Case, direction: str) -> str | None:
     return None
 
 
+def halo_box_for(config: AttentionConfig, case: Case):
+    """(Q box, ``tiles.HaloStats``) of the halo forward for this call: ``config.q_tile`` when
+    it has the instantiation's Q tokens, else ``tiles.best_halo_box`` (the lowering passes
+    the same box, ``jax_gna._cuda_lowering.tile_boxes``)."""
+    from jax_gna import tiles
+    line = next(k for k in kernel_manifest.kernels_of("halo", FORWARD)
+                if (k.dtype, k.head_dim) == (case.dtype, case.head_dim))
+    q_tokens, chunk = line.q_tile_tokens, line.kv_tile_tokens
+    shape = tuple(config.spatial_shape)
+    if config.q_tile is not None and math.prod(config.q_tile) == q_tokens:
+        box = tuple(int(t) for t in config.q_tile)
+    else:
+        family = kernel_family("halo")
+        box = tiles.best_halo_box(shape, config.params, q_tokens,
+                                  family.max_tile_sides(config), case.num_extra, chunk,
+                                  kernel_manifest.FAMILIES["halo"].max_halo_tokens,
+                                  kernel_manifest.MAX_TILE_SIDE, config.query_box)
+    return box, tiles.halo_stats(shape, config.params, box, case.num_extra, chunk)
+
+
+def _halo_rule(case: Case, direction: str) -> str | None:
+    """What the halo forward does not serve (xla_ffi/cuda/halo/halo_plan.h plan_call is the
+    C++ statement of the same rule): a halo (the keys one 64-query tile loads) of more than
+    the manifest's max_halo_tokens, or longer than MAX_TILE_SIDE along a dim, over any Q tile
+    of the box it would use. It has no backward: the backward of these calls goes to the
+    next kernel that has one (sm90 or sm80)."""
+    if direction != FORWARD:
+        return "no backward kernel"
+    box, stats = halo_box_for(case.config, case)
+    limit = kernel_manifest.FAMILIES["halo"].max_halo_tokens
+    side = max(stats.max_extent)
+    if side > kernel_manifest.MAX_TILE_SIDE:
+        return (f"the halo of a {box} Q tile spans up to {side} keys along a dim, above "
+                f"{kernel_manifest.MAX_TILE_SIDE}")
+    if stats.max_tokens > limit:
+        return (f"the halo of a {box} Q tile holds up to {stats.max_tokens} keys "
+                f"({'x'.join(map(str, stats.max_extent))}), above the limit of {limit} "
+                f"(windows this large go to the kernels with KV tiles)")
+    return None
+
+
 def _from_manifest(name: str, **measured) -> KernelFamily:
     """A family's support facts from the kernel manifest, plus what was measured of it."""
     family = kernel_manifest.FAMILIES[name]
@@ -169,6 +212,11 @@ KERNELS: tuple[KernelFamily, ...] = (
     _from_manifest("sm90", boundary_tile_cost=0.15, extra_rule=_sm90_rule,
                    verified_on="H100 (sm90a), jax 0.11.2, 2026-12-07: scripts/gpu_check.sh "
                                "suite; forward also H200, 2026-12-04 (an earlier kernel)"),
+    # Small windows (halo rule above): a 64-query tile and the box of keys it sees, loaded
+    # once; before sm80, whose 128-query tiles and 64-key KV tiles visit about three times
+    # the keys of such a halo. After sm90, pending a measurement of the two on Hopper.
+    _from_manifest("halo", extra_rule=_halo_rule,
+                   verified_on="not yet run on a GPU (host checks of its index math only)"),
     _from_manifest("sm80", boundary_tile_cost=0.25,
                    verified_on="Hopper only: H200, jax 0.11.2, 2026-12-04: "
                                "scripts/gpu_check.sh; H100, 2026-12-07: scripts/gpu_check.sh "

@@ -19,8 +19,9 @@
 //             delta f32 [like lse] (rowsum(dO * O) - dlse),
 //             dextra_accum f32 [2, S, B, E, Hkv, D] (per-split partial dK/dV of the extra
 //             tokens; S >= 1 splits of the Q tiles; empty when E = 0)
-// Attributes (both): backend (string: "sm80", "sm90", ...), kernel_size, stride, dilation,
-//   is_causal (int64[rank], 0/1), q_tile, kv_tile (int64[rank]: the tile boxes),
+// Attributes (both): backend (string: "sm80", "sm90", "halo", ...), kernel_size, stride,
+//   dilation, is_causal (int64[rank], 0/1), q_tile, kv_tile (int64[rank]: the tile boxes;
+//   for the halo forward kv_tile only states its key-chunk size, halo/README.md),
 //   query_begin, query_end (int64[rank]: the queries to compute, [0, L) for all; params.h),
 //   scale (f32); backward also deterministic (bool).
 #include <cuda_runtime.h>
@@ -43,6 +44,9 @@
 #if defined(JAX_GNA_BUILT_SM90A)
 #include "sm90/sm90_bwd.h"  // admission rule of the Hopper backward
 #include "sm90/sm90_fwd.h"  // admission rule and launch diagnostics of the Hopper kernels
+#endif
+#if defined(JAX_GNA_BUILT_SM80)
+#include "halo/halo_plan.h"  // admission rule of the halo forward (built with the sm80 family)
 #endif
 
 namespace ffi = ::xla::ffi;
@@ -473,6 +477,15 @@ ffi::Error FwdImpl(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi:
       return Invalid(std::string("backend 'sm90' cannot serve this call: ") + why);
     }
     p.num_sms = Sm90CtaCap(p.num_sms);
+  }
+#endif
+#if defined(JAX_GNA_BUILT_SM80)
+  if (backend == "halo") {
+    if (const std::string why = halo::unsupported_reason(p, kernel->q_tile_tokens,
+                                                         kernel->kv_tile_tokens);
+        !why.empty()) {
+      return Invalid("backend 'halo' cannot serve this call: " + why);
+    }
   }
 #endif
   if (c.shape.batch == 0) return ffi::Error::Success();
