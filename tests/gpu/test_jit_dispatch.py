@@ -1,9 +1,9 @@
 """Under ``jax.jit`` with ``backend=None`` on a CUDA GPU, every supported case runs a kernel.
 
 For each configuration: the selection rule (``jax_gna.explain``) names the expected kernel
-family (on sm90: the Hopper forward for head dims 64/128/256, the portable kernel for the
-rest; the Hopper backward for head dims 64/128 without additional keys, the portable one for
-the rest), the compiled HLO holds the GNA custom call for the forward and for the backward, no fallback happens (``JAX_GNA_REQUIRE_KERNEL=1``), and the jitted result
+family (on sm90: the Hopper forward for head dims 64/128/256; elsewhere the halo forward
+where its rule admits the call (small halos), the portable kernel for the rest; the Hopper
+backward for head dims 64/128 without additional keys, the portable one for the rest), the compiled HLO holds the GNA custom call for the forward and for the backward, no fallback happens (``JAX_GNA_REQUIRE_KERNEL=1``), and the jitted result
 equals the reference's.
 """
 
@@ -55,10 +55,18 @@ CASES = [
 ]
 
 
-def _expected_fwd_family(case: JitCase, arch: int) -> str:
+def _expected_fwd_family(case: JitCase, arch: int, inputs) -> str:
     # The support table (jax_gna/backends.py) puts sm90 first: on Hopper it serves these
-    # head dims; everything else goes to the portable sm80 family.
-    return "sm90" if arch >= 90 and case.head_dim in (64, 128, 256) else "sm80"
+    # head dims; then the halo forward, for calls whose halo is small (its rule); everything
+    # else goes to the portable sm80 family.
+    if arch >= 90 and case.head_dim in (64, 128, 256):
+        return "sm90"
+    q, k, v, ek, _ = inputs
+    kcase = backends.case_for(q, k, v, case.kernel_size, case.stride, case.dilation,
+                              case.causal, additional_keys=ek)
+    if backends.kernel_family("halo").unsupported_reason(kcase, backends.FORWARD, arch) is None:
+        return "halo"
+    return "sm80"
 
 
 def _inputs(case: JitCase):
@@ -100,7 +108,7 @@ def test_jit_uses_the_kernel(case, monkeypatch):
 
     choice = jax_gna.explain(q, k, v, case.kernel_size, case.stride, case.dilation,
                              case.causal, additional_keys=ek)
-    assert choice["fwd"].startswith(_expected_fwd_family(case, arch)), choice
+    assert choice["fwd"].startswith(_expected_fwd_family(case, arch, inputs)), choice
     if case.backward:
         # The Hopper backward serves head dims 64/128 without additional keys; the rest
         # (additional keys, head dim 32) goes to the portable backward.
