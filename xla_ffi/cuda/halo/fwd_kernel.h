@@ -61,43 +61,6 @@ CUTE_DEVICE void cp_async_wait_n(int n) {
   }
 }
 
-// cp.async of kRows rows of kHeadDim elements into the swizzled smem tile sX, like
-// sm80::gather_rows_async but with a source pointer per row (the key list mixes halo tokens
-// and additional tokens, two tensors): row_src(r) returns the row's first element, or nullptr
-// for a row that does not exist (zero filled; `fallback`, a valid address, is then the
-// never-read source).
-template <int kRows, int kHeadDim, int kNThreads, class Element, class SmemTensor, class RowSrc>
-CUTE_DEVICE void gather_row_ptrs_async(SmemTensor&& sX, RowSrc&& row_src, const Element* fallback,
-                                       int tid) {
-  using Shape_ = sm80::RowCopyShape<kHeadDim, kNThreads>;
-  static_assert(kRows % Shape_::kRowsPerPass == 0, "whole passes");
-  tid = sm80::opaque(tid);
-  const int chunk = tid % Shape_::kChunks;
-  const int r0 = tid / Shape_::kChunks;
-  // Whole 8-row swizzle blocks per pass: one swizzled address per thread
-  // (tests/cpp/sm80_layout_check.cc checks the property for these row layouts).
-  constexpr bool kBlockPasses = Shape_::kRowsPerPass % 8 == 0;
-  constexpr int kPasses = kRows / Shape_::kRowsPerPass;
-  const Element* src[kPasses];
-  bool valid[kPasses];
-  CUTE_UNROLL
-  for (int pass = 0; pass < kPasses; ++pass) {
-    const Element* row = row_src(r0 + pass * Shape_::kRowsPerPass);
-    valid[pass] = row != nullptr;
-    src[pass] = valid[pass] ? row + chunk * 8 : fallback;
-  }
-  Element* dst0 = &sX(r0, chunk * 8);
-  CUTE_UNROLL
-  for (int pass = 0; pass < kPasses; ++pass) {
-    const int r = r0 + pass * Shape_::kRowsPerPass;
-    Element* dst = kBlockPasses ? dst0 + int(sX.layout()(pass * Shape_::kRowsPerPass, 0))
-                                : &sX(r, chunk * 8);
-    SM80_CP_ASYNC_CACHEGLOBAL_ZFILL<uint128_t>::copy(
-        *reinterpret_cast<const uint128_t*>(src[pass]), *reinterpret_cast<uint128_t*>(dst),
-        valid[pass]);
-  }
-}
-
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
     fwd_kernel(const __grid_constant__ KernelArgs args) {
@@ -196,7 +159,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
       const Element* base = spatial_base(ptr, st);
       const Element* ebase = extra_base(eptr, est);
       const int64_t etoken = est.token;
-      gather_row_ptrs_async<kChunk, kHeadDim, kNThreads>(
+      sm80::gather_row_ptrs_async<kChunk, kHeadDim, kNThreads>(
           make_tensor(make_smem_ptr(ring + slot * kChunkElems), typename Traits::SmemLayoutKV{}),
           [&](int r) -> const Element* {
             const int j = j0 + r;
