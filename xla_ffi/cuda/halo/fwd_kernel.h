@@ -29,10 +29,10 @@
 #include "halo_plan.h"
 #include "kernel_traits.h"
 #include "sm80/epilogue.h"
+#include "q_tile_cta.h"
 #include "sm80/gather_copy.h"
 #include "sm80/mma_utils.h"
 #include "sm80/softmax.h"
-#include "sm80/tile_mask.h"
 
 namespace jax_gna::halo {
 
@@ -46,20 +46,6 @@ struct KernelArgs {
   int head_groups;    // CTAs per (Q tile, KV head): G / heads_per_cta
   int group;          // G = heads_q / heads_kv
 };
-
-// cp.async.wait_group with a run-time count (the ring size is a launch parameter).
-CUTE_DEVICE void cp_async_wait_n(int n) {
-  switch (n) {
-    case 0: cute::cp_async_wait<0>(); break;
-    case 1: cute::cp_async_wait<1>(); break;
-    case 2: cute::cp_async_wait<2>(); break;
-    case 3: cute::cp_async_wait<3>(); break;
-    case 4: cute::cp_async_wait<4>(); break;
-    case 5: cute::cp_async_wait<5>(); break;
-    case 6: cute::cp_async_wait<6>(); break;
-    default: cute::cp_async_wait<7>(); break;  // n >= 7 (the ring holds at most 8 chunks)
-  }
-}
 
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
@@ -80,97 +66,17 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
   const ProblemShape& shape = p.shape;
   const int tid = threadIdx.x;
 
-  // ---- The work item: Q tile (lane d of warp 0 decodes dim d), halo, tables -------------
-  if (tid < 32) {
-    const int lane = tid;
-    const int d = imin(lane, kMaxRank - 1);
-    const GroupTiling tiling = query_tiling(shape, d, p.tiles.q[d]);
-    int grid_tiles[kMaxRank];
-    CUTE_UNROLL
-    for (int e = 0; e < kMaxRank; ++e) {
-      grid_tiles[e] = __shfl_sync(0xffffffffu, tiling.num_tiles, e);
-    }
-    int extent = 1;
-    if (lane < kMaxRank) {
-      const DimTile q = q_tile_dim(int(blockIdx.x / unsigned(args.head_groups)), grid_tiles,
-                                   tiling, shape, d, p.tiles);
-      const Range r = halo_range(q, shape.dims[d]);
-      ss.q_tile[d] = q;
-      ss.halo.origin[d] = r.begin;
-      ss.halo.extent[d] = r.end - r.begin;
-      extent = r.end - r.begin;
-    }
-    int tokens = 1;
-    CUTE_UNROLL
-    for (int e = 0; e < kMaxRank; ++e) tokens *= __shfl_sync(0xffffffffu, extent, e);
-    if (lane == 0) ss.halo_tokens = tokens;
-  } else {
-    for (int r = tid - 32; r < kBlockM; r += kNThreads - 32) {
-      ss.q_code[r] = sm80::box_code(r, p.tiles.q);
-    }
-  }
-  __syncthreads();
-  const int halo_tokens = ss.halo_tokens;
-  const int num_keys = halo_tokens + shape.num_extra;
-  const int num_chunks = ceil_div(num_keys, kChunk);
+  // ---- The work item: Q tile, halo, tables (q_tile_cta.h) -------------------------------
+  QTileTables& t = ss.t;
   {
-    const int extent[kMaxRank] = {ss.halo.extent[0], ss.halo.extent[1], ss.halo.extent[2]};
-    for (int j = tid; j < halo_tokens; j += kNThreads) ss.halo_code[j] = halo_code(j, extent);
-    const sm80::TileRows q_rows = sm80::tile_rows(ss.q_tile, shape);
-    for (int r = tid; r < kBlockM; r += kNThreads) {
-      const uint32_t code = ss.q_code[r];
-      sm80::store_query_row_window(r, code, ss.q_tile, shape, ss.q_win_begin, ss.q_win_end);
-      int64_t off_q = 0, off_o = 0, off_lse = 0;
-      const bool exists = sm80::row_offset(q_rows, code, p.q_strides.spatial, &off_q);
-      sm80::row_offset(q_rows, code, p.out_strides.spatial, &off_o);
-      sm80::row_offset(q_rows, code, p.lse_strides.spatial, &off_lse);
-      ss.q_row_off[r] = exists ? off_q : -1;
-      ss.o_row_off[r] = exists ? off_o : -1;
-      ss.lse_row_off[r] = exists ? off_lse : -1;
-    }
+    const int64_t* const strides[3] = {p.q_strides.spatial, p.out_strides.spatial,
+                                       p.lse_strides.spatial};
+    setup_q_tile<kNThreads>(t, p, int(blockIdx.x / unsigned(args.head_groups)), strides, tid);
   }
-  __syncthreads();
-
-  auto q_row = [](const int64_t* table) {
-    return [table](int r, int64_t* off) {
-      *off = table[r];
-      return *off >= 0;
-    };
-  };
-  // Base pointers of this batch and KV head (the halo's token (0, 0, 0) for K and V; the
-  // additional tokens' first), recomputed where used rather than held across the loop.
-  auto spatial_base = [&](const void* ptr, const TokenStrides& st) {
-    return static_cast<const Element*>(ptr) + int64_t(blockIdx.z) * st.batch +
-           int64_t(blockIdx.y) * st.head +
-           halo_origin_offset(ss.q_tile, ss.halo, shape, st.spatial);
-  };
-  auto extra_base = [&](const void* ptr, const ExtraStrides& st) {
-    return shape.num_extra > 0 ? static_cast<const Element*>(ptr) +
-                                     int64_t(blockIdx.z) * st.batch +
-                                     int64_t(blockIdx.y) * st.head
-                               : nullptr;
-  };
-  // Issue the K and V loads of chunk c (keys c * kChunk ..) into ring slot `slot`: one row
-  // per key, zero fill past the key list.
+  const int num_keys = t.halo_tokens + shape.num_extra;
+  const int num_chunks = ceil_div(num_keys, kChunk);
   auto issue_chunk = [&](int c, int slot) {
-    const int j0 = c * kChunk;
-    auto load = [&](Element* ring, const void* ptr, const TokenStrides& st, const void* eptr,
-                    const ExtraStrides& est) {
-      const Element* base = spatial_base(ptr, st);
-      const Element* ebase = extra_base(eptr, est);
-      const int64_t etoken = est.token;
-      sm80::gather_row_ptrs_async<kChunk, kHeadDim, kNThreads>(
-          make_tensor(make_smem_ptr(ring + slot * kChunkElems), typename Traits::SmemLayoutKV{}),
-          [&](int r) -> const Element* {
-            const int j = j0 + r;
-            if (j < halo_tokens) return base + halo_token_delta(ss.halo_code[j], shape, st.spatial);
-            if (j < num_keys) return ebase + int64_t(j - halo_tokens) * etoken;
-            return nullptr;
-          },
-          base, tid);
-    };
-    load(k_ring, p.k, p.k_strides, p.extra_k, p.extra_k_strides);
-    load(v_ring, p.v, p.v_strides, p.extra_v, p.extra_v_strides);
+    issue_kv_chunk<Traits>(t, p, k_ring, v_ring, c, slot, num_keys, tid);
   };
 
   typename Traits::TiledMma mma;
@@ -197,20 +103,11 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
   Tensor acc_o_rc = sm80::rowcol_view(acc_o);
   constexpr int kRows = decltype(size<0>(acc_o_rc))::value;
 
-  // Each of this thread's rows: its window as a packed interval of halo box coordinates
-  // (fixed for the CTA: the heads share the Q tile).
+  // Each of this thread's rows: its window as a packed interval of halo box coordinates.
   BoxInterval row_iv[kRows];
-  {
-    Tensor cS = sm80::rowcol_view(
-        thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kChunk>>{})));
-    CUTE_UNROLL
-    for (int r = 0; r < kRows; ++r) {
-      const int row = get<0>(cS(r, 0));
-      const int4 b4 = ss.q_win_begin[row], e4 = ss.q_win_end[row];
-      const int b[kMaxRank] = {b4.x, b4.y, b4.z}, e[kMaxRank] = {e4.x, e4.y, e4.z};
-      row_iv[r] = row_interval(b, e, ss.halo);
-    }
-  }
+  row_intervals(t, sm80::rowcol_view(thr_mma.partition_C(
+                       make_identity_tensor(Shape<Int<kBlockM>, Int<kChunk>>{}))),
+                row_iv);
   const float scale_log2 = p.scale * float(M_LOG2E);
   const int ring = args.ring_slots;
   const int head0 = int(blockIdx.y) * args.group +
@@ -226,7 +123,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
         sQ,
         static_cast<const Element*>(p.q) + int64_t(blockIdx.z) * p.q_strides.batch +
             h * p.q_strides.head,
-        q_row(ss.q_row_off), tid);
+        table_rows(t.row_off[0]), tid);
     // cp.async groups: with load_kv, group c holds chunk c (group 0 also Q) for c < ring,
     // and step c commits exactly one more group (the refill of chunk c - 1 + ring, maybe
     // empty), so before step c's wait ring + c groups are committed and waiting until at
@@ -271,28 +168,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
       Tensor s_rc = sm80::rowcol_view(acc_s);
       Tensor cS = sm80::rowcol_view(mma.get_thread_slice(ltid).partition_C(
           make_identity_tensor(Shape<Int<kBlockM>, Int<kChunk>>{})));
-      const int j0 = c * kChunk;
-      if (j0 + kChunk <= halo_tokens) {  // CTA-uniform: a chunk of halo tokens only
-        CUTE_UNROLL
-        for (int ci = 0; ci < size<1>(s_rc); ++ci) {
-          const uint32_t code = ss.halo_code[j0 + get<1>(cS(0, ci))];
-          const uint32_t code_g = code | sm80::kCodeGuard;
-          CUTE_UNROLL
-          for (int r = 0; r < kRows; ++r) {
-            if (!sm80::in_box_interval(code, code_g, row_iv[r])) s_rc(r, ci) = -INFINITY;
-          }
-        }
-      } else {  // halo tail, additional tokens, padding
-        CUTE_UNROLL
-        for (int ci = 0; ci < size<1>(s_rc); ++ci) {
-          const int j = j0 + get<1>(cS(0, ci));
-          const uint32_t code = j < halo_tokens ? ss.halo_code[j] : 0u;
-          CUTE_UNROLL
-          for (int r = 0; r < kRows; ++r) {
-            if (!key_visible(row_iv[r], j, halo_tokens, num_keys, code)) s_rc(r, ci) = -INFINITY;
-          }
-        }
-      }
+      mask_chunk(s_rc, cS, t, row_iv, c * kChunk, kChunk, num_keys);
 
       softmax.update(s_rc, acc_o_rc, scale_log2);
       Tensor rP = sm80::convert_fragment<Element>(acc_s);
@@ -310,8 +186,8 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
     float* lse_base = p.lse + int64_t(blockIdx.z) * p.lse_strides.batch + h * p.lse_strides.head;
     __syncthreads();  // every warp is done reading sQ (Q fragments): it stages the output
     sm80::store_rows_output<kBlockM, kHeadDim, kNThreads, Element>(mma, acc_o, sQ, out_base,
-                                                                   q_row(ss.o_row_off), tid);
-    sm80::store_row_stat<kBlockM, kHeadDim>(thr_mma, lse, lse_base, q_row(ss.lse_row_off));
+                                                                   table_rows(t.row_off[1]), tid);
+    sm80::store_row_stat<kBlockM, kHeadDim>(thr_mma, lse, lse_base, table_rows(t.row_off[2]));
   }
 }
 

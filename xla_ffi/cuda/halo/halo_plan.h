@@ -126,18 +126,26 @@ GNA_HD bool key_visible(BoxInterval iv, int j, int halo_tokens, int num_keys, ui
 // The largest halo extent along a dim over every Q tile of `tile` tokens in every dilation
 // group: the whole grid, also for a call restricted to a query range (jax_gna/tiles.py
 // halo_stats takes the same figure, so the Python rule and this one agree).
-inline int max_halo_extent(const DimParams& p, int tile) {
+// The largest extent of range(t0, t1, lg) over every tile [t0, t1) of `tile` tokens of a
+// dim's dilation groups (group 0 is the longest group, group d - 1 the shortest: the only
+// two lengths).
+template <class TileRange>
+inline int max_tile_extent(const DimParams& p, int tile, TileRange&& range) {
   int best = 0;
-  // Group 0 is the longest group, group d - 1 the shortest: the only two lengths.
   for (int g : {0, p.dilation - 1}) {
     const int lg = group_length(g, p.length, p.dilation);
-    for (int q0 = 0; q0 < lg; q0 += tile) {
-      const Range r =
-          q_tile_kv_range(q0, imin(q0 + tile, lg), lg, p.kernel_size, p.stride, p.causal);
+    for (int t0 = 0; t0 < lg; t0 += tile) {
+      const Range r = range(t0, imin(t0 + tile, lg), lg);
       best = imax(best, r.end - r.begin);
     }
   }
   return best;
+}
+
+inline int max_halo_extent(const DimParams& p, int tile) {
+  return max_tile_extent(p, tile, [&](int q0, int q1, int lg) {
+    return q_tile_kv_range(q0, q1, lg, p.kernel_size, p.stride, p.causal);
+  });
 }
 
 struct Plan {
@@ -247,6 +255,110 @@ inline std::string unsupported_reason(const FwdParams& p, int q_tile_tokens,
   Plan plan;
   // The ring size only sets ring_slots; admission does not depend on it (any ring >= 2).
   return plan_call(p, q_tile_tokens, chunk_tokens, /*max_ring=*/2, /*heads_hook=*/0, &plan);
+}
+
+// ---- Backward: the inverse halo of a KV box ------------------------------------------------
+//
+// The dK/dV kernel's work item is a KV box: kChunk keys, power-of-two sides, group-local
+// coordinates of one dilation group per dim (sm80 KV tiles at 64 tokens, p.tiles.kv). Its
+// inverse halo is the box of queries that see any of its keys: per dim the union of the keys'
+// inverse windows, from the first query seeing its first key to one past the last query
+// seeing its last one (window.h kv_tile_q_range; inverse windows are monotone), restricted to
+// the Q tiles the call computes (the dQ kernel's: query_tiling, tile-granular like the sm80
+// backward). The CTA's query list is the inverse halo's tokens row-major, in chunks of
+// kBlockM queries, padding past the end. Query q of the list (box coordinate
+// halo_code(q, extent)) sees key c of the box iff the query's coordinate lies in the key's
+// inverse window shifted into the inverse halo: the packed-interval test of index_math.h.
+
+GNA_HD Range inverse_halo_range(const DimTile& kv, const DimParams& p,
+                                const GroupTiling& q_tiling, int q_tile) {
+  const Range r =
+      kv_tile_q_range(kv.begin, kv.end, kv.group_len, p.kernel_size, p.stride, p.causal);
+  const Range span = group_tile_span(q_tiling, kv.group);
+  const int lo = imax(r.begin, span.begin * q_tile);
+  const int hi = imin(r.end, imin(span.end * q_tile, kv.group_len));
+  return {lo, imax(hi, lo)};
+}
+
+GNA_HD HaloBox inverse_halo_box(const DimTile kv[kMaxRank], const ProblemShape& s,
+                                const int q_tile[kMaxRank]) {
+  HaloBox h;
+  for (int d = 0; d < kMaxRank; ++d) {
+    const Range r = inverse_halo_range(kv[d], s.dims[d], query_tiling(s, d, q_tile[d]),
+                                       q_tile[d]);
+    h.origin[d] = r.begin;
+    h.extent[d] = r.end - r.begin;
+  }
+  return h;
+}
+
+// Box coordinate of query-list position q: the inverse halo's token q, or for padding
+// (q >= tokens) a code no interval holds (every field 511 > kMaxBoxDim).
+GNA_HD uint32_t query_list_code(int q, int tokens, const int extent[kMaxRank]) {
+  return q < tokens ? sm80::box_code(q, extent) : sm80::pack_code(511, 511, 511);
+}
+
+// The largest inverse-halo extent along a dim over every KV box of `tile` keys (the whole
+// grid, unrestricted by a query range, like max_halo_extent).
+inline int max_inverse_halo_extent(const DimParams& p, int tile) {
+  return max_tile_extent(p, tile, [&](int k0, int k1, int lg) {
+    return kv_tile_q_range(k0, k1, lg, p.kernel_size, p.stride, p.causal);
+  });
+}
+
+struct BwdPlan {
+  Plan dq;                    // the dQ kernel's: the forward's plan (Q tiles, halos, ring)
+  int max_inv_extent[kMaxRank];
+  int max_inv_tokens;         // the largest inverse halo of any KV box (queries per head)
+  int64_t num_kv_tiles;       // KV boxes (sm80::tile_grid of p.tiles.kv)
+};
+
+// Why the halo backward cannot serve `p` (q_tile_tokens / kv_tile_tokens: its registry
+// entry); "" when it can, with *plan filled (the dQ kernel's ring from max_ring, heads per CTA
+// as plan_call). The one C++ statement of the backward's admission
+// (jax_gna/backends.py _halo_rule is the Python one): the forward's (the dQ kernel loads the
+// same halos), no additional tokens, a KV box of kChunk tokens whose inverse halo holds at
+// most kMaxHaloTokens queries and spans at most kMaxHaloSide along a dim.
+inline std::string plan_bwd_call(const BwdParams& p, int q_tile_tokens, int kv_tile_tokens,
+                                 int max_ring, int heads_hook, BwdPlan* plan) {
+  const FwdParams& f = p.fwd;
+  const ProblemShape& s = f.shape;
+  if (s.num_extra > 0)
+    return format("%d additional keys/values: the halo backward has no key list for them "
+                  "(the sm80 backward serves them)", s.num_extra);
+  if (std::string why = plan_call(f, q_tile_tokens, kv_tile_tokens, max_ring, heads_hook,
+                                  &plan->dq);
+      !why.empty())
+    return why;
+  int kv_tokens = 1;
+  for (int d = 0; d < kMaxRank; ++d) kv_tokens *= f.tiles.kv[d];
+  if (kv_tokens != kChunk)
+    return format("kv_tile box %dx%dx%d has %d tokens, the dK/dV kernel takes %d",
+                  f.tiles.kv[0], f.tiles.kv[1], f.tiles.kv[2], kv_tokens, kChunk);
+  int64_t tokens = 1;
+  for (int d = 0; d < kMaxRank; ++d) {
+    plan->max_inv_extent[d] = max_inverse_halo_extent(s.dims[d], f.tiles.kv[d]);
+    tokens *= plan->max_inv_extent[d];
+    if (plan->max_inv_extent[d] > kMaxHaloSide)
+      return format("the queries seeing a %dx%dx%d KV box span up to %d along padded dim %d, "
+                    "above %d (box coordinates)", f.tiles.kv[0], f.tiles.kv[1],
+                    f.tiles.kv[2], plan->max_inv_extent[d], d, kMaxHaloSide);
+  }
+  if (tokens > kMaxHaloTokens)
+    return format("up to %lld queries (%dx%dx%d) see a %dx%dx%d KV box, above the limit of %d",
+                  static_cast<long long>(tokens), plan->max_inv_extent[0],
+                  plan->max_inv_extent[1], plan->max_inv_extent[2], f.tiles.kv[0],
+                  f.tiles.kv[1], f.tiles.kv[2], kMaxHaloTokens);
+  plan->max_inv_tokens = int(tokens);
+  plan->num_kv_tiles = sm80::tile_grid(s, f.tiles.kv).total();
+  return std::string();
+}
+
+inline std::string bwd_unsupported_reason(const BwdParams& p, int q_tile_tokens,
+                                          int kv_tile_tokens) {
+  BwdPlan plan;
+  return plan_bwd_call(p, q_tile_tokens, kv_tile_tokens, /*max_ring=*/2, /*heads_hook=*/0,
+                       &plan);
 }
 
 }  // namespace jax_gna::halo

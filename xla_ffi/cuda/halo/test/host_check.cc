@@ -401,6 +401,162 @@ static void check_known() {
   }
 }
 
+// ---- Backward: the dK/dV kernel's KV boxes and inverse halos --------------------------------
+
+// Brute force: along one dim, the largest hull of the queries that see a key of one KV box
+// (all groups, all boxes of `tile` keys), from per-query windows.
+static int brute_max_inverse_extent(const DimParams& p, int tile) {
+  int best = 0;
+  for (int g = 0; g < p.dilation; ++g) {
+    const int lg = group_length(g, p.length, p.dilation);
+    for (int k0 = 0; k0 < lg; k0 += tile) {
+      int lo = 1 << 30, hi = -1;
+      for (int ii = 0; ii < lg; ++ii) {
+        const Range w = window(g + p.dilation * ii, p);
+        if (w.begin < std::min(k0 + tile, lg) && w.end > k0) {
+          lo = std::min(lo, ii);
+          hi = std::max(hi, ii + 1);
+        }
+      }
+      if (hi > lo) best = std::max(best, hi - lo);
+    }
+  }
+  return best;
+}
+
+// Coordinates of box row `code` of a tile; whether the row exists.
+static bool row_coords(const sm80::TileRows& rows, uint32_t code, int c[kMaxRank]) {
+  for (int d = 0; d < kMaxRank; ++d) c[d] = rows.base[d] + rows.step[d] * sm80::code_field(code, d);
+  return sm80::in_box_interval(code, code | sm80::kCodeGuard, rows.valid);
+}
+
+static int64_t token_index(const ProblemShape& s, const int c[kMaxRank]) {
+  return (int64_t(c[0]) * s.dims[1].length + c[1]) * s.dims[2].length + c[2];
+}
+
+// For the problem with KV boxes `kv_box`: plan_bwd_call's admission against the brute-force
+// inverse halos; every key in exactly one KV box; per KV box, the query list (inverse halo
+// row-major, padded to whole steps) holds only queries of the computed Q tiles, and the
+// element test of the dK/dV kernel (the key's inverse window shifted into the inverse halo,
+// against the query-list code) admits exactly the spec's (computed query, key) pairs: each
+// key's admitted pairs number the computed queries that see it, so every such query is in
+// the inverse halo.
+static void check_backward(const Problem& pr, const int kv_box[kMaxRank]) {
+  BwdParams bp;
+  bp.fwd = make_params(pr);
+  for (int d = 0; d < kMaxRank; ++d) bp.fwd.tiles.kv[d] = kv_box[d];
+  const ProblemShape& s = bp.fwd.shape;
+  std::string where = dims_str(pr);
+  where += format(" kv %dx%dx%d", kv_box[0], kv_box[1], kv_box[2]);
+  BwdPlan plan;
+  const std::string why = plan_bwd_call(bp, kBlockM, kChunk, 4, 0, &plan);
+  CHECK(why == bwd_unsupported_reason(bp, kBlockM, kChunk), "%s: admission differs by ring",
+        where.c_str());
+  if (s.num_extra > 0) {
+    CHECK(why.find("additional") != std::string::npos, "%s: '%s'", where.c_str(), why.c_str());
+    return;
+  }
+  const std::string fwd_why = unsupported_reason(bp.fwd, kBlockM, kChunk);
+  int64_t tokens = 1;
+  bool side_ok = true;
+  int brute[kMaxRank];
+  for (int d = 0; d < kMaxRank; ++d) {
+    brute[d] = brute_max_inverse_extent(s.dims[d], kv_box[d]);
+    tokens *= brute[d];
+    side_ok = side_ok && brute[d] <= kMaxHaloSide;
+  }
+  const bool serves = fwd_why.empty() && side_ok && tokens <= kMaxHaloTokens;
+  CHECK(serves == why.empty(), "%s: brute force %s (inverse halo %lld), plan_bwd_call '%s'",
+        where.c_str(), serves ? "serves" : "refuses", static_cast<long long>(tokens),
+        why.c_str());
+  if (!why.empty()) return;
+  for (int d = 0; d < kMaxRank; ++d)
+    CHECK(plan.max_inv_extent[d] == brute[d], "%s: dim %d inverse extent %d, brute %d",
+          where.c_str(), d, plan.max_inv_extent[d], brute[d]);
+  CHECK(plan.max_inv_tokens == tokens, "%s", where.c_str());
+
+  // The computed queries: every existing row of the computed Q tiles (the dQ kernel's).
+  const int64_t num_tokens = s.tokens();
+  std::vector<char> computed(num_tokens, 0);
+  const sm80::TileGrid qg = sm80::q_tile_grid(s, bp.fwd.tiles.q);
+  for (int64_t x = 0; x < qg.total(); ++x) {
+    DimTile qt[kMaxRank];
+    sm80::decode_tile(x, qg, s, bp.fwd.tiles.q, true, qt);
+    const sm80::TileRows rows = sm80::tile_rows(qt, s);
+    for (int r = 0; r < kBlockM; ++r) {
+      int c[kMaxRank];
+      if (row_coords(rows, sm80::box_code(r, bp.fwd.tiles.q), c)) computed[token_index(s, c)] = 1;
+    }
+  }
+  // Per key: the computed queries that see it (spec, window.h per query).
+  std::vector<int> seen_by(num_tokens, 0);
+  for (int64_t i = 0; i < num_tokens; ++i) {
+    if (!computed[i]) continue;
+    const int qc[kMaxRank] = {int(i / (int64_t(s.dims[1].length) * s.dims[2].length)),
+                              int(i / s.dims[2].length % s.dims[1].length),
+                              int(i % s.dims[2].length)};
+    Range w[kMaxRank];
+    for (int d = 0; d < kMaxRank; ++d) w[d] = window(qc[d], s.dims[d]);
+    for (int a = w[0].begin; a < w[0].end; ++a)
+      for (int b2 = w[1].begin; b2 < w[1].end; ++b2)
+        for (int c2 = w[2].begin; c2 < w[2].end; ++c2) {
+          const int kc[kMaxRank] = {qc[0] % s.dims[0].dilation + s.dims[0].dilation * a,
+                                    qc[1] % s.dims[1].dilation + s.dims[1].dilation * b2,
+                                    qc[2] % s.dims[2].dilation + s.dims[2].dilation * c2};
+          ++seen_by[token_index(s, kc)];
+        }
+  }
+
+  std::vector<int> covered(num_tokens, 0);
+  const sm80::TileGrid kvg = sm80::tile_grid(s, kv_box);
+  CHECK(kvg.total() == plan.num_kv_tiles, "%s", where.c_str());
+  for (int64_t x = 0; x < kvg.total(); ++x) {
+    DimTile kv[kMaxRank];
+    sm80::decode_tile(x, kvg, s, kv_box, false, kv);
+    const HaloBox inv = inverse_halo_box(kv, s, bp.fwd.tiles.q);
+    const int inv_tokens = inv.tokens();
+    for (int d = 0; d < kMaxRank; ++d)
+      CHECK(inv.extent[d] >= 0 && inv.extent[d] <= plan.max_inv_extent[d], "%s: box %lld",
+            where.c_str(), static_cast<long long>(x));
+    const sm80::TileRows kv_rows = sm80::tile_rows(kv, s);
+    const int steps = ceil_div(inv_tokens, kBlockM);
+    for (int c = 0; c < kChunk; ++c) {
+      const uint32_t code = sm80::box_code(c, kv_box);
+      int kc[kMaxRank];
+      const bool exists = row_coords(kv_rows, code, kc);
+      int b[kMaxRank], e[kMaxRank];
+      sm80::key_inverse_window(code, kv, s, b, e);
+      const BoxInterval iv = sm80::shifted_interval(b, e, inv.origin);
+      if (exists) ++covered[token_index(s, kc)];
+      int admitted = 0;
+      for (int q = 0; q < steps * kBlockM; ++q) {
+        const uint32_t qcode = query_list_code(q, inv_tokens, inv.extent);
+        const bool in = sm80::in_box_interval(qcode, qcode | sm80::kCodeGuard, iv);
+        bool expect = false;
+        if (q < inv_tokens) {
+          int qc[kMaxRank];
+          for (int d = 0; d < kMaxRank; ++d)
+            qc[d] = kv[d].group + s.dims[d].dilation * (inv.origin[d] + sm80::code_field(qcode, d));
+          const bool q_ok = computed[token_index(s, qc)] != 0;
+          if (c == 0) CHECK(q_ok, "%s: box %lld lists a query of no computed Q tile",
+                            where.c_str(), static_cast<long long>(x));
+          expect = exists && q_ok;
+          for (int d = 0; d < kMaxRank; ++d) expect = expect && spec_sees(qc[d], kc[d], s.dims[d]);
+        }
+        CHECK(in == expect, "%s: box %lld key %d list %d: mask %d, spec %d", where.c_str(),
+              static_cast<long long>(x), c, q, int(in), int(expect));
+        admitted += in;
+      }
+      if (exists)
+        CHECK(admitted == seen_by[token_index(s, kc)], "%s: key %d admits %d pairs, %d queries "
+              "see it", where.c_str(), c, admitted, seen_by[token_index(s, kc)]);
+    }
+  }
+  for (int64_t i = 0; i < num_tokens; ++i)
+    CHECK(covered[i] == 1, "%s: key %lld in %d KV boxes", where.c_str(),
+          static_cast<long long>(i), covered[i]);
+}
+
 // `plan RANK (L k s d causal q_side) x RANK`: the plan of one problem, for tests/test_halo.py.
 static int print_plan(int argc, char** argv) {
   if (argc < 3) return 2;
@@ -442,7 +598,7 @@ int main(int argc, char** argv) {
   const int iters = argc > 1 ? std::atoi(argv[1]) : 300;
   std::mt19937 rng(20240611);
   check_known();
-  int served = 0;
+  int served = 0, served_bwd = 0;
   for (int it = 0; it < iters; ++it) {
     const Problem pr = random_problem(rng);
     const int rings[] = {2, 4, 8};
@@ -451,8 +607,15 @@ int main(int argc, char** argv) {
     Plan plan;
     if (plan_call(make_params(pr), kBlockM, kChunk, max_ring, hook, &plan).empty()) ++served;
     check_problem(pr, max_ring, hook);
+    int kv_box[kMaxRank];
+    random_box(rng, pr.rank, kv_box);
+    BwdParams bp;
+    bp.fwd = make_params(pr);
+    for (int d = 0; d < kMaxRank; ++d) bp.fwd.tiles.kv[d] = kv_box[d];
+    if (bwd_unsupported_reason(bp, kBlockM, kChunk).empty()) ++served_bwd;
+    check_backward(pr, kv_box);
   }
-  std::printf("halo host check: %d random problems (%d served), %d failures\n", iters, served,
-              g_failures);
+  std::printf("halo host check: %d random problems (%d served, backward %d), %d failures\n",
+              iters, served, served_bwd, g_failures);
   return g_failures == 0 ? 0 : 1;
 }
