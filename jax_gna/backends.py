@@ -12,8 +12,8 @@ Selection rule (per direction, forward and backward chosen separately):
 1. ``backend="reference"``: the jnp reference (``jax_gna.reference.tiled``), everywhere.
 2. ``backend="<kernel>"`` (e.g. ``"sm80"``): that kernel, or a ``ValueError`` saying why it
    cannot serve the case's forward. If it has no backward for the case (e.g. the sm90
-   backward with additional keys or ``deterministic=True``, or the forward-only ``halo``
-   family), the backward uses the best other kernel, else the reference (logged with the
+   backward with additional keys or ``deterministic=True``, or the ``halo`` backward with
+   additional keys), the backward uses the best other kernel, else the reference (logged with the
    reason).
 3. ``backend=None``: on a CUDA device, the first kernel in ``KERNELS`` order that serves the
    case; otherwise (other platforms, or no kernel serves it) the reference. Each fallback is
@@ -167,16 +167,33 @@ def halo_box_for(config: AttentionConfig, case: Case):
     return box, tiles.halo_stats(shape, config.params, box, case.num_extra, chunk)
 
 
+def halo_kv_box_for(config: AttentionConfig, q_box: tuple) -> tuple[int, ...]:
+    """KV box of the halo family for this call: ``config.kv_tile`` when it has the
+    instantiation's KV tokens (the key chunk, 64), else the Q box. The halo backward's dK/dV
+    kernel works per KV box (the lowering passes the same box,
+    ``jax_gna._cuda_lowering.tile_boxes``); the forward only states the chunk size with it."""
+    tokens = next(iter(kernel_manifest.kernels_of("halo", FORWARD))).kv_tile_tokens
+    if config.kv_tile is not None and math.prod(config.kv_tile) == tokens:
+        return tuple(int(t) for t in config.kv_tile)
+    if math.prod(q_box) == tokens:
+        return tuple(q_box)
+    from jax_gna import tiles
+    return tiles.power_of_two_boxes(tokens, config.spatial_shape)[0]
+
+
 def _halo_rule(case: Case, direction: str) -> str | None:
-    """What the halo forward does not serve (xla_ffi/cuda/halo/halo_plan.h plan_call is the
-    C++ statement of the same rule): a halo (the keys one 64-query tile loads) of more than
-    the manifest's max_halo_tokens, or longer than MAX_TILE_SIDE along a dim, over any Q tile
-    of the box it would use. It has no backward: the backward of these calls goes to the
-    next kernel that has one (sm90 or sm80)."""
-    if direction != FORWARD:
-        return "no backward kernel"
-    box, stats = halo_box_for(case.config, case)
+    """What the halo kernels do not serve (xla_ffi/cuda/halo/halo_plan.h plan_call /
+    plan_bwd_call are the C++ statement of the same rule): a halo (the keys one 64-query tile
+    loads) of more than the manifest's max_halo_tokens, or longer than MAX_TILE_SIDE along a
+    dim, over any Q tile of the box it would use (both directions: the backward's dQ kernel
+    loads the forward's halos). The backward also refuses additional keys (the sm80 backward
+    serves them) and an inverse halo (the queries that see one KV box, the dK/dV kernel's
+    work per query head) over the same limits. It is deterministic (no atomics)."""
     limit = kernel_manifest.FAMILIES["halo"].max_halo_tokens
+    if direction == BACKWARD and case.num_extra > 0:
+        return (f"{case.num_extra} additional keys/values: the halo backward has no key list "
+                f"for them (the sm80 backward serves them)")
+    box, stats = halo_box_for(case.config, case)
     side = max(stats.max_extent)
     if side > kernel_manifest.MAX_TILE_SIDE:
         return (f"the halo of a {box} Q tile spans up to {side} keys along a dim, above "
@@ -185,6 +202,17 @@ def _halo_rule(case: Case, direction: str) -> str | None:
         return (f"the halo of a {box} Q tile holds up to {stats.max_tokens} keys "
                 f"({'x'.join(map(str, stats.max_extent))}), above the limit of {limit} "
                 f"(windows this large go to the kernels with KV tiles)")
+    if direction == BACKWARD:
+        from jax_gna import tiles
+        kv_box = halo_kv_box_for(case.config, box)
+        extent = tiles.inverse_halo_extents(tuple(case.config.spatial_shape),
+                                            case.config.params, kv_box)
+        if max(extent) > kernel_manifest.MAX_TILE_SIDE:
+            return (f"the queries seeing a {kv_box} KV box span up to {max(extent)} along a "
+                    f"dim, above {kernel_manifest.MAX_TILE_SIDE}")
+        if math.prod(extent) > limit:
+            return (f"up to {math.prod(extent)} queries ({'x'.join(map(str, extent))}) see a "
+                    f"{kv_box} KV box, above the limit of {limit}")
     return None
 
 

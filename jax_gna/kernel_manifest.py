@@ -84,7 +84,8 @@ FAMILIES: dict[str, Family] = {
     "sm80": Family("sm80", 80, None),
     # Portable small-window forward (mma.sync, cp.async; built with the sm80 family): each
     # 64-query tile loads the box of keys its queries see (its halo) into shared memory once.
-    # Calls whose halo exceeds max_halo_tokens go to the sm80 forward (jax_gna.backends).
+    # Calls whose halo exceeds max_halo_tokens go to the sm80 forward (jax_gna.backends);
+    # the backward's inverse halo (queries seeing a 64-key box) has the same limit.
     "halo": Family("halo", 80, None, max_halo_tokens=512),
 }
 
@@ -101,6 +102,9 @@ FAMILIES: dict[str, Family] = {
 # keys of the flattened halo (then the additional tokens) that one S = Q K^T step covers;
 # `ring`: the most chunks of K and V in shared memory at once (a halo of up to ring x 64
 # keys is loaded once; a larger one streams through the ring), 64 KiB of K/V at each head dim.
+# halo backward: the dQ kernel is the forward's CTA (Q tiles of 64, chunks of 64 keys, `ring`
+# as above); the dK/dV kernel takes KV boxes of 64 keys (the "KV tile" of the line) and the
+# queries that see them in steps of 64. Head dims 32 and 64.
 KERNELS: tuple[Kernel, ...] = (
     #      family  direction dtype head_dim Q tokens KV tokens  template parameters
     kernel("sm90", FORWARD, "bf16", 64, 128, 128, stages=4),
@@ -133,6 +137,10 @@ KERNELS: tuple[Kernel, ...] = (
     kernel("halo", FORWARD, "fp16", 32, 64, 64, ring=8),
     kernel("halo", FORWARD, "fp16", 64, 64, 64, ring=4),
     kernel("halo", FORWARD, "fp16", 128, 64, 64, ring=2),
+    kernel("halo", BACKWARD, "bf16", 32, 64, 64, ring=8),
+    kernel("halo", BACKWARD, "bf16", 64, 64, 64, ring=4),
+    kernel("halo", BACKWARD, "fp16", 32, 64, 64, ring=8),
+    kernel("halo", BACKWARD, "fp16", 64, 64, 64, ring=4),
 )
 
 

@@ -40,7 +40,8 @@ from jax_gna import semantics
 __all__ = ["DimTileCounts", "dim_tile_counts", "TileCounts", "tile_counts",
            "power_of_two_boxes", "default_candidates", "box_visited", "OBJECTIVES",
            "check_objective", "ranked",
-           "best_boxes", "HaloStats", "halo_stats", "best_halo_box"]
+           "best_boxes", "HaloStats", "halo_stats", "best_halo_box",
+           "inverse_halo_extents"]
 
 # Figures that may be maximised; ties fall through to the next ones in this order, then to
 # fewer boundary tiles (less masking work). The default, tile_work_speedup, is what a
@@ -341,6 +342,21 @@ def halo_stats(spatial_shape: tuple, params: semantics.GNAParams, q_box: tuple,
     return HaloStats(q_box=tuple(int(t) for t in q_box), max_extent=max_extent,
                      max_tokens=math.prod(max_extent), num_q_tiles=int(keep.sum()),
                      total_tokens=int(tokens[keep].sum()), total_chunks=int(chunks[keep].sum()))
+
+
+@functools.lru_cache(maxsize=1024)
+def inverse_halo_extents(spatial_shape: tuple, params: semantics.GNAParams,
+                         kv_box: tuple) -> tuple[int, ...]:
+    """Largest inverse halo side per dim over every KV box ``kv_box`` of the grid: the queries
+    that see any key of one box (``TileMap1D.kv_q_start`` / ``kv_q_end``), the halo
+    backward's dK/dV work per query head (``xla_ffi/cuda/halo/halo_plan.h``
+    max_inverse_halo_extent computes the same)."""
+    out = []
+    for axis, n in enumerate(spatial_shape):
+        k, s, d, c = params.dim(axis)
+        tm = semantics.tile_map_1d(int(n), k, s, d, c, int(kv_box[axis]), int(kv_box[axis]))
+        out.append(max(0, int((tm.kv_q_end - tm.kv_q_start).max())))
+    return tuple(out)
 
 
 @functools.lru_cache(maxsize=256)

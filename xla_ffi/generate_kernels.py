@@ -163,12 +163,42 @@ JAX_GNA_REGISTER_FWD({{"halo", DType::{dtype_enum}, {head_dim}, {head_dim}}}, {q
 }}  // namespace jax_gna
 """
 
+_HALO_BWD = """\
+// halo backward, {dtype}, head dim {head_dim}: dQ over Q tiles of {q_tile_tokens} tokens and halo chunks of
+// {kv_tile_tokens} keys (at most {ring} chunks of K and V in shared memory), dK/dV over KV boxes of {kv_tile_tokens} keys.
+#include "common/registry.h"
+#include "halo/bwd_launch.h"
+
+namespace jax_gna {{
+namespace halo {{
+namespace {{
+
+using DqConfig = DqTraits<{element}, {head_dim}, {ring}>;
+using DkvConfig = DkvTraits<{element}, {head_dim}>;
+static_assert(DqConfig::kBlockM == {q_tile_tokens} && DqConfig::kChunk == {kv_tile_tokens} &&
+              DkvConfig::kBlockN == {kv_tile_tokens},
+              "kernel manifest: halo backward Q tiles, key chunks and KV boxes");
+
+cudaError_t launch_{stem}(const BwdParams& params, cudaStream_t stream) {{
+  return launch_bwd<DqConfig, DkvConfig>(params, stream);
+}}
+
+}}  // namespace
+}}  // namespace halo
+
+JAX_GNA_REGISTER_BWD({{"halo", DType::{dtype_enum}, {head_dim}, {head_dim}}}, {q_tile_tokens}, {kv_tile_tokens},
+                     &halo::launch_{stem});
+
+}}  // namespace jax_gna
+"""
+
 TEMPLATES: dict[tuple[str, str], Template] = {
     ("sm80", "fwd"): Template(_SM80_FWD, ("warps", "stages", "prefetch")),
     ("sm80", "bwd"): Template(_SM80_BWD, ("warps", "warps_m_sdp", "warps_m_dkv")),
     ("sm90", "fwd"): Template(_SM90_FWD, ("stages",)),
     ("sm90", "bwd"): Template(_SM90_BWD, ()),
     ("halo", "fwd"): Template(_HALO_FWD, ("ring",)),
+    ("halo", "bwd"): Template(_HALO_BWD, ("ring",)),
 }
 
 

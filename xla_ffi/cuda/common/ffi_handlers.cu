@@ -15,13 +15,15 @@
 // Backward call
 //   operands  q, k, v, extra_k, extra_v, out, lse, dout [like out], dlse [like lse, f32]
 //   results   dq, dk, dv, dextra_k, dextra_v (like q, k, v, extra_k, extra_v), then
-//             dq_accum f32 [like q] (zeroed here; may be empty in deterministic mode),
+//             dq_accum f32 [like q] (zeroed here; may be empty in deterministic mode and
+//             for the halo backward, which writes dq directly),
 //             delta f32 [like lse] (rowsum(dO * O) - dlse),
 //             dextra_accum f32 [2, S, B, E, Hkv, D] (per-split partial dK/dV of the extra
 //             tokens; S >= 1 splits of the Q tiles; empty when E = 0)
 // Attributes (both): backend (string: "sm80", "sm90", "halo", ...), kernel_size, stride,
 //   dilation, is_causal (int64[rank], 0/1), q_tile, kv_tile (int64[rank]: the tile boxes;
-//   for the halo forward kv_tile only states its key-chunk size, halo/README.md),
+//   for the halo forward kv_tile only states its key-chunk size, for its backward it is the
+//   dK/dV kernel's KV box, halo/README.md),
 //   query_begin, query_end (int64[rank]: the queries to compute, [0, L) for all; params.h),
 //   scale (f32); backward also deterministic (bool).
 #include <cuda_runtime.h>
@@ -46,7 +48,7 @@
 #include "sm90/sm90_fwd.h"  // admission rule and launch diagnostics of the Hopper kernels
 #endif
 #if defined(JAX_GNA_BUILT_SM80)
-#include "halo/halo_plan.h"  // admission rule of the halo forward (built with the sm80 family)
+#include "halo/halo_plan.h"  // admission rules of the halo kernels (built with the sm80 family)
 #endif
 
 namespace ffi = ::xla::ffi;
@@ -535,7 +537,10 @@ ffi::Error BwdImpl(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi:
     JAX_GNA_RETURN_IF_ERROR(CheckDType(name, *bufs.second, c.ffi_dtype));
   }
   JAX_GNA_RETURN_IF_ERROR(CheckDType("dq_accum", *dq_accum, ffi::DataType::F32));
-  const bool dq_accum_used = !deterministic || dq_accum->element_count() > 0;
+  // The dQ atomics of the sm80 / sm90 backward need it unless deterministic; the halo
+  // backward writes dQ directly (no atomics), so it may be empty there too.
+  const bool dq_accum_used =
+      (!deterministic && backend != "halo") || dq_accum->element_count() > 0;
   if (dq_accum_used) {
     const auto qd = q.dimensions();
     JAX_GNA_RETURN_IF_ERROR(
@@ -610,6 +615,15 @@ ffi::Error BwdImpl(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi:
                                                        kernel->kv_tile_tokens);
         why != nullptr) {
       return Invalid(std::string("backend 'sm90' cannot serve this call: ") + why);
+    }
+  }
+#endif
+#if defined(JAX_GNA_BUILT_SM80)
+  if (backend == "halo") {
+    if (const std::string why = halo::bwd_unsupported_reason(p, kernel->q_tile_tokens,
+                                                             kernel->kv_tile_tokens);
+        !why.empty()) {
+      return Invalid("backend 'halo' cannot serve this call: " + why);
     }
   }
 #endif
