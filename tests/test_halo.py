@@ -132,8 +132,11 @@ def test_selection_prefers_halo_for_small_windows(monkeypatch):
         backends.KERNEL_NAMES.index("sm80")
     small = _case((56, 56), 7, dilation=4, heads=(8, 2))
     assert backends.choose(small, backends.FORWARD, "cuda", arch=80).backend == "halo"
-    bwd = backends.choose(small, backends.BACKWARD, "cuda", arch=80)
-    assert bwd.backend == "sm80" and any("halo: no bwd kernel" in r for r in bwd.reasons)
+    assert backends.choose(small, backends.BACKWARD, "cuda", arch=80).backend == "halo"
+    # Its backward refuses additional keys: those go to sm80, with the reason.
+    extra = _case((56, 56), 7, extra=5)
+    bwd = backends.choose(extra, backends.BACKWARD, "cuda", arch=80)
+    assert bwd.backend == "sm80" and any("additional" in r for r in bwd.reasons)
     # On Hopper the sm90 forward comes first where it serves; head dim 32 is not its.
     assert backends.choose(small, backends.FORWARD, "cuda", arch=90).backend == "sm90"
     small32 = _case((56, 56), 7, head_dim=32)
@@ -141,11 +144,17 @@ def test_selection_prefers_halo_for_small_windows(monkeypatch):
     large = _case((64, 64), 31)
     choice = backends.choose(large, backends.FORWARD, "cuda", arch=80)
     assert choice.backend == "sm80" and any("limit of" in r for r in choice.reasons)
-    # Asked for by name: the backward goes to the next kernel that has one.
+    # Asked for by name: the halo backward where it serves (deterministic too: no atomics),
+    # else the next kernel that has one.
     named = _case((28, 28), 5)
     named = dataclasses.replace(named, config=named.config.replace(backend="halo"))
     assert backends.choose(named, backends.FORWARD, "cuda", arch=80).backend == "halo"
-    assert backends.choose(named, backends.BACKWARD, "cuda", arch=80).backend == "sm80"
+    assert backends.choose(named, backends.BACKWARD, "cuda", arch=80).backend == "halo"
+    det = dataclasses.replace(named, config=named.config.replace(deterministic=True))
+    assert backends.choose(det, backends.BACKWARD, "cuda", arch=80).backend == "halo"
+    named128 = _case((28, 28), 5, head_dim=128)
+    named128 = dataclasses.replace(named128, config=named128.config.replace(backend="halo"))
+    assert backends.choose(named128, backends.BACKWARD, "cuda", arch=80).backend == "sm80"
     with pytest.raises(ValueError, match="cannot serve"):
         backends.choose(dataclasses.replace(large, config=large.config.replace(backend="halo")),
                         backends.FORWARD, "cuda", arch=80)
@@ -202,3 +211,38 @@ def test_cpp_plan_agrees_with_python(plan_binary):
         py_serves = (stats.max_tokens <= LIMIT
                      and max(stats.max_extent) <= kernel_manifest.MAX_TILE_SIDE)
         assert bool(int(fields["serves"])) == py_serves, (shape, params, box, fields)
+
+
+@pytest.mark.parametrize("shape, kernel_size, stride, dilation, causal, kv_box", [
+    ((56, 56), 7, 1, 1, False, (8, 8)),
+    ((30, 27), (7, 5), (2, 1), (1, 3), (True, False), (4, 16)),
+    ((8, 12, 10), 3, 1, (1, 2, 1), (True, False, False), (4, 4, 4)),
+    ((300,), 13, 3, 2, False, (64,)),
+])
+def test_inverse_halo_extents_match_brute_force(shape, kernel_size, stride, dilation, causal,
+                                                 kv_box):
+    """tiles.inverse_halo_extents (the backward rule's figure): per dim, over every KV box of
+    every dilation group, the hull of the queries whose window holds a key of the box."""
+    params = semantics.make_params(shape, kernel_size, stride, dilation, causal)
+    want = []
+    for axis, n in enumerate(shape):
+        k, s, d, c = params.dim(axis)
+        best = 0
+        for g in range(d):
+            lg = int(semantics.group_length(g, n, d))
+            coords = g + d * np.arange(lg)
+            start, end = semantics.window_1d(coords, n, k, s, d, c)
+            for k0 in range(0, lg, kv_box[axis]):
+                k1 = min(k0 + kv_box[axis], lg)
+                sees = np.nonzero((start < k1) & (end > k0))[0]
+                if sees.size:
+                    best = max(best, int(sees.max() - sees.min() + 1))
+        want.append(best)
+    assert tiles.inverse_halo_extents(shape, params, kv_box) == tuple(want)
+
+
+def test_backward_rule_refuses_large_inverse_halos_and_extras():
+    why = backends._halo_rule(_case((56, 56), 7, extra=3), backends.BACKWARD)
+    assert why is not None and "additional" in why
+    assert backends._halo_rule(_case((56, 56), 7), backends.BACKWARD) is None
+    assert backends._halo_rule(_case((4096,), 300), backends.BACKWARD) is not None

@@ -2,7 +2,8 @@
 
 Run on a GPU machine after ``pip install .`` (builds libjax_gna_cuda.so); the kernel family
 is ``JAX_GNA_SMOKE_BACKEND`` (default sm80; sm90 runs the Hopper kernels the same way; halo
-runs the small-window forward on its own cases, ``_halo_cases``: it has no backward):
+runs the small-window kernels on their own cases, ``_halo_cases``; its backward, head dims
+32/64, refuses additional tokens):
 
     python tests/gpu/test_kernels_sm80_smoke.py            # PASS/FAIL table, exit code 1 on failure
     python tests/gpu/test_kernels_sm80_smoke.py -k causal  # only cases whose name contains "causal"
@@ -76,7 +77,8 @@ def _halo_cases() -> list[Case]:
     partial tiles, dilation up to length / kernel_size, stride, causal dims, GQA with one
     head per CTA and with heads sharing a resident halo (JAX_GNA_HALO_HEADS_PER_CTA),
     additional tokens, key lists longer than the shared-memory ring (streamed), head dims
-    32/64/128 in bf16 and fp16. Forward only (the backward of these calls is sm80's)."""
+    32/64/128 in bf16 and fp16. The backward (head dims 32/64) runs on every case; with
+    additional tokens it must refuse (a SKIP row with the reason)."""
     f = dict(bwd=False)
     share = lambda n: (("JAX_GNA_HALO_HEADS_PER_CTA", str(n)),)  # noqa: E731
     c = [
@@ -127,7 +129,16 @@ def _halo_cases() -> list[Case]:
         for dt in ("bf16", "fp16"):
             c.append(Case(f"halo_2d_{dt}_hdim{d}", (20, 22), (5, 7), dilation=(1, 2),
                           num_extra=9, head_dim=d, dtype=dt, heads_q=4, heads_kv=2, **f))
-    return c
+    # The backward without additional tokens: dtypes x head dims, GQA (dK/dV summed over the
+    # group inside a CTA), causal with dilation, a KV box other than the Q box.
+    for d in (32, 64):
+        for dt in ("bf16", "fp16"):
+            c.append(Case(f"halo_2d_bwd_{dt}_hdim{d}", (20, 22), (5, 7), dilation=(1, 2),
+                          causal=(True, False), head_dim=d, dtype=dt, heads_q=4, heads_kv=2,
+                          **f))
+    c.append(Case("halo_2d_bwd_kv_box", (30, 27), (7, 7), q_tile=(8, 8), kv_tile=(4, 16),
+                  heads_q=6, heads_kv=2, **f))
+    return [dataclasses.replace(x, bwd=not x.refused) for x in c]
 
 
 def _cases() -> list[Case]:
@@ -370,7 +381,8 @@ def bwd_kernel(q, k, v, ek, ev, out, lse, dout, dlse, params, scale, q_box, kv_b
     f32 = jnp.float32
     e = ek.shape[1]
     structs = tuple(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in (q, k, v, ek, ev)) + (
-        jax.ShapeDtypeStruct((0,) if deterministic else q.shape, f32),
+        # dq_accum: unused by the halo backward (dQ written directly), as the lowering passes
+        jax.ShapeDtypeStruct((0,) if deterministic or BACKEND == "halo" else q.shape, f32),
         jax.ShapeDtypeStruct(lse.shape, f32),
         jax.ShapeDtypeStruct((2, splits) + tuple(ek.shape) if e else (0,), f32))
     attrs = _attrs(params, scale, q_box, kv_box, q.shape[1:1 + params.rank], query_box)
@@ -474,10 +486,14 @@ def run_case(case: Case, tokens, rng):
         row("bwd", "SKIP (not compiled)")
         return rows
     qt, kt = tokens[key]
-    q_box = case.q_tile if case.q_tile and math.prod(case.q_tile) == qt else \
-        _box(qt, case.spatial, params.kernel_size)
-    kv_box = case.kv_tile if case.kv_tile and math.prod(case.kv_tile) == kt else \
-        _box(kt, case.spatial, params.kernel_size)
+    if BACKEND == "halo":  # the lowering's boxes: the halo rule's Q box, KV box = Q box
+        q_box = _q_box(case, params, qt)
+        kv_box = case.kv_tile if case.kv_tile and math.prod(case.kv_tile) == kt else q_box
+    else:
+        q_box = case.q_tile if case.q_tile and math.prod(case.q_tile) == qt else \
+            _box(qt, case.spatial, params.kernel_size)
+        kv_box = case.kv_tile if case.kv_tile and math.prod(case.kv_tile) == kt else \
+            _box(kt, case.spatial, params.kernel_size)
     ref0 = reference(case, params, q, k, v, ek, ev, scale)
     out_used = ref0["out"].astype(dt)
     lse_used = ref0["lse"].astype(np.float32)
@@ -530,7 +546,10 @@ def _refusal_expected(msg: str, deterministic: bool, num_extra: int,
     """A refusal BACKEND's documented rule makes (backends.py, sm90/support.h), a SKIP row:
     the sm90 kernels' TMA box limit (tile side x dilation <= 256; the selection rule picks
     other boxes or sm80), and the sm90 backward, which computes neither deterministic=True
-    nor additional keys/values (the sm80 one serves those)."""
+    nor additional keys/values (the sm80 one serves those); the halo backward, which does not
+    compute additional keys/values."""
+    if BACKEND == "halo" and "cannot serve" in msg:
+        return not forward and num_extra > 0 and "additional" in msg
     if BACKEND != "sm90" or "cannot serve" not in msg:
         return False
     if "TMA box limit" in msg:
