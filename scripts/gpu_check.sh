@@ -95,7 +95,7 @@ want smoke90 && run_stage smoke90 400 env JAX_GNA_SMOKE_BACKEND=sm90 \
   python3 tests/gpu/test_kernels_sm80_smoke.py
 want smoke90 && run_stage smoke90_128 400 env JAX_GNA_SMOKE_BACKEND=sm90 \
   JAX_GNA_SMOKE_HEAD_DIM=128 python3 tests/gpu/test_kernels_sm80_smoke.py
-# The halo forward's own cases (small windows, GQA with shared halos, streamed key lists).
+# The halo kernels' own cases (small windows, GQA with shared halos, streamed key lists; the backward too).
 want smokehalo && run_stage smokehalo 400 env JAX_GNA_SMOKE_BACKEND=halo \
   python3 tests/gpu/test_kernels_sm80_smoke.py
 want sm90self && [ -x xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest ] && \
