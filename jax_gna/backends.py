@@ -133,6 +133,19 @@ def _box_feasibility(family: "KernelFamily", case: Case, direction: str) -> str 
     return None
 
 
+def _extra_token_partner(case: Case) -> kernel_manifest.Kernel | None:
+    """The sm80 backward that computes the additional tokens' part of an sm90 backward call
+    (the FFI handler launches it first: xla_ffi/include/jax_gna/params.h BwdParams::Part):
+    same dtype and head dim, and the same Q tile tokens as the sm90 backward."""
+    def find(family):
+        return next((k for k in kernel_manifest.kernels_of(family, BACKWARD)
+                     if k.dtype == case.dtype and k.head_dim == case.head_dim), None)
+    sm80, sm90 = find("sm80"), find("sm90")
+    if sm80 is None or sm90 is None or sm80.q_tile_tokens != sm90.q_tile_tokens:
+        return None
+    return sm80
+
+
 def _sm90_rule(case: Case, direction: str) -> str | None:
     """What the Hopper backward does not compute (xla_ffi/cuda/sm90/support.h admit_bwd).
     The TMA limits are the manifest's (box extent, dilation)."""
@@ -140,8 +153,9 @@ def _sm90_rule(case: Case, direction: str) -> str | None:
         if case.config.deterministic:
             return ("deterministic=True: this backward adds dQ by TMA reductions in arrival "
                     "order (no fixed summation order)")
-        if case.num_extra > 0:
-            return f"additional keys/values ({case.num_extra}) are not supported by its backward"
+        if case.num_extra > 0 and _extra_token_partner(case) is None:
+            return (f"additional keys/values ({case.num_extra}) need the sm80 backward of "
+                    f"dtype {case.dtype}, head dim {case.head_dim} with the same Q tile")
     return None
 
 

@@ -591,6 +591,26 @@ ffi::Error BwdImpl(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi:
        {"dextra_accum", p.dextra_accum}}));
   JAX_GNA_RETURN_IF_ERROR(NumSms(&p.fwd.num_sms));
   const bool is_sm90 = backend == "sm90";
+  // The sm90 backward has no extra-token work items: with additional tokens the sm80
+  // backward of the same dtype and head dim computes their part first (the delta pass, the
+  // extra tokens' dK/dV, their dQ parts into dq_accum), then the sm90 launch its spatial
+  // tiles and the dq conversion (BwdParams::Part, params.h).
+  const BwdKernel* extra_part = nullptr;
+  if (is_sm90 && s.num_extra > 0) {
+    extra_part = find_bwd("sm80", c.dtype, s.head_dim, s.head_dim_v);
+    if (extra_part == nullptr) {
+      return Invalid("backend 'sm90' backward with additional keys/values needs the sm80 "
+                     "backward of the same dtype and head dim (it computes the additional "
+                     "tokens' part); not in this build");
+    }
+    if (extra_part->q_tile_tokens != kernel->q_tile_tokens) {
+      return Invalid("backend 'sm90' backward with additional keys/values: the sm80 "
+                     "backward's Q tile (" + std::to_string(extra_part->q_tile_tokens) +
+                     " tokens) differs from the sm90 one's (" +
+                     std::to_string(kernel->q_tile_tokens) + ")");
+    }
+    p.part = BwdParams::Part::kSpatialTokens;
+  }
 #if defined(JAX_GNA_BUILT_SM90A)
   if (is_sm90) {
     if (const char* why = sm90_bwd_unsupported_reason(p, kernel->q_tile_tokens,
@@ -606,6 +626,13 @@ ffi::Error BwdImpl(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi:
             cudaMemsetAsync(p.dq_accum, 0, dq_accum->size_bytes(), stream);
         err != cudaSuccess) {
       return CudaFailure("cudaMemsetAsync(dq_accum)", err);
+    }
+  }
+  if (extra_part != nullptr) {
+    BwdParams pe = p;
+    pe.part = BwdParams::Part::kExtraTokens;
+    if (cudaError_t err = extra_part->launch(pe, stream); err != cudaSuccess) {
+      return CudaFailure("backward kernels (sm80, additional tokens) launch", err);
     }
   }
   if (cudaError_t err = kernel->launch(p, stream); err != cudaSuccess) {

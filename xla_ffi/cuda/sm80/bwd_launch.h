@@ -7,6 +7,9 @@
 //   3. deterministic ? bwd_dq_kernel (dQ Q-tile-major, no atomics)
 //                    : bwd_dq_convert_kernel (dq_accum -> dq)
 //   4. bwd_extra_reduce_kernel (E > 0): sum the extra-token partials over splits, in order
+// With BwdParams::Part::kExtraTokens (the additional tokens of a call whose spatial tiles
+// another family computes, params.h): steps 1, 2 for the extra-token CTAs only (they come
+// first in the grid), and 4; the other family's launch converts dq_accum.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -30,6 +33,10 @@ cudaError_t launch_bwd(const BwdParams& p, cudaStream_t stream) {
   const FwdParams& f = p.fwd;
   const ProblemShape& s = f.shape;
   if (s.batch == 0) return cudaSuccess;
+  const bool extra_only = p.part == BwdParams::Part::kExtraTokens;
+  if (p.part == BwdParams::Part::kSpatialTokens || (extra_only && p.deterministic)) {
+    return cudaErrorInvalidValue;  // the spatial part alone is another family's; see params.h
+  }
   if (cudaError_t err = launch_bwd_delta<Element, kHeadDim>(p, stream); err != cudaSuccess) {
     return err;
   }
@@ -42,12 +49,17 @@ cudaError_t launch_bwd(const BwdParams& p, cudaStream_t stream) {
     if (cudaError_t err = set_max_dynamic_smem(kernel, Traits::kSmemBytes); err != cudaSuccess) {
       return err;
     }
-    const dim3 grid(unsigned(extra_ctas + kv_tiles), unsigned(s.heads_kv), unsigned(s.batch));
-    kernel<<<grid, Traits::kNThreads, Traits::kSmemBytes, stream>>>(p);
-    if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
+    const int64_t ctas = extra_ctas + (extra_only ? 0 : kv_tiles);
+    if (ctas > 0) {
+      const dim3 grid(unsigned(ctas), unsigned(s.heads_kv), unsigned(s.batch));
+      kernel<<<grid, Traits::kNThreads, Traits::kSmemBytes, stream>>>(p);
+      if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
+    }
   }
 
-  if (p.deterministic) {
+  if (extra_only) {
+    // dq_accum holds the extra tokens' dQ parts; the spatial launch adds its own and converts.
+  } else if (p.deterministic) {
     auto kernel = &bwd_dq_kernel<DqTraitsT>;
     if (cudaError_t err = set_max_dynamic_smem(kernel, DqTraitsT::kSmemBytes);
         err != cudaSuccess) {

@@ -1,6 +1,8 @@
 // Host launch of the sm90 GNA backward: admission (support.h admit_bwd), tensor maps
 // (tensor_maps.h), and the three kernels in stream order:
-//   1. bwd_delta_kernel   delta = rowsum(dO * O) - dLSE          (common/bwd_aux_kernels.h)
+//   1. bwd_delta_kernel   delta = rowsum(dO * O) - dLSE          (common/bwd_aux_kernels.h;
+//      skipped for BwdParams::Part::kSpatialTokens: the sm80 extra-token launch before it
+//      computed delta and added the additional tokens' dQ parts into dq_accum)
 //   2. gna_bwd_sm90_kernel dK, dV; dQ parts reduce-added into the fp32 dq_accum, which the
 //      FFI handler has zeroed
 //   3. bwd_dq_convert_kernel dq_accum -> dq                       (common/bwd_aux_kernels.h)
@@ -47,8 +49,9 @@ cudaError_t launch_bwd(const BwdParams& bp, cudaStream_t stream) {
     return cudaErrorInvalidValue;
   const ProblemShape& s = fp.shape;
   if (s.batch == 0) return cudaSuccess;
-  if (cudaError_t err = launch_bwd_delta<Element, kHeadDim>(bp, stream); err != cudaSuccess) {
-    return err;
+  if (bp.part == BwdParams::Part::kAll) {
+    if (cudaError_t err = launch_bwd_delta<Element, kHeadDim>(bp, stream); err != cudaSuccess)
+      return err;
   }
 
   if (kp.desc.total_work > 0) {

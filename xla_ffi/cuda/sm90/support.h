@@ -223,8 +223,13 @@ inline bool admit_bwd(const BwdParams& bp, int head_dim, int q_tile_tokens, int 
   if (bp.deterministic)
     return fail("deterministic=True needs a fixed dQ summation order; this kernel adds dQ "
                 "with TMA reductions in arrival order (the sm80 backward serves it)");
-  if (s.num_extra > 0)
-    return fail(fmt("additional keys/values (num_extra=%d) are not supported", s.num_extra));
+  // Additional tokens: no work items of this kernel; the FFI handler runs the sm80 backward's
+  // extra-token part first and this launch as Part::kSpatialTokens (params.h).
+  if (bp.part == BwdParams::Part::kExtraTokens)
+    return fail("the extra-token part alone is the sm80 backward's");
+  if (s.num_extra > 0 && bp.part != BwdParams::Part::kSpatialTokens)
+    return fail(fmt("additional keys/values (num_extra=%d) need the sm80 backward's "
+                    "extra-token launch first (Part::kSpatialTokens)", s.num_extra));
   BwdDesc d{};
   if (!admit_tiles(fp, "sm90 backward", head_dim, q_tile_tokens, kv_tile_tokens, &d.prob, why))
     return false;

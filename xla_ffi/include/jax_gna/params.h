@@ -104,6 +104,14 @@ struct BwdParams {
   // tokens, one slice per split of the Q tiles (summed in split order: deterministic).
   float* dextra_accum = nullptr;
   int num_extra_splits = 1;
+  // Which part of the call a launch computes. kAll: everything. A call with additional
+  // tokens on a family whose kernel has no extra-token work items is split by the FFI
+  // handler into two launches on the stream: kExtraTokens (the sm80 backward: the delta
+  // pass, the additional tokens' dK/dV partials with their dQ parts added into dq_accum, and
+  // the partials' reduction; no spatial tile, no dq conversion), then kSpatialTokens (the
+  // other family: its spatial tiles and the dq conversion; delta is ready).
+  enum class Part : int { kAll, kExtraTokens, kSpatialTokens };
+  Part part = Part::kAll;
 };
 
 }  // namespace jax_gna
