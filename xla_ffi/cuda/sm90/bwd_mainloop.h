@@ -23,6 +23,7 @@
 #include <cmath>
 
 #include <cute/tensor.hpp>
+#include <cute/arch/copy_sm90.hpp>
 #include <cute/arch/copy_sm90_tma.hpp>
 #include <cute/arch/copy_sm90_desc.hpp>
 #include <cutlass/arch/barrier.h>
@@ -261,11 +262,16 @@ struct BwdMainloop {
       // that this warpgroup passed last visit.
       Element* ds_visit = ss.ds + (kDqSplit ? (v & 1) * 2 * kdSElems : 0);
       {
+        // stmatrix .trans: each 8 x 8 block of the dS^T fragment lands as 8 rows of 8
+        // consecutive keys (16 bytes) of dS, one instruction per four blocks, instead of one
+        // 2-byte store per element.
         Tensor sdSt = make_tensor(make_smem_ptr(ds_visit + wg * kdSElems),
                                   typename Traits::SmemLayoutdSt{});
-        Tensor tdSsdS = thr_sdp.partition_C(sdSt);  // where this thread's dS^T elements go
-#pragma unroll
-        for (int i = 0; i < kAcc; ++i) tdSsdS(i) = rdS(i);
+        auto copy_ds = make_tiled_copy_C(Copy_Atom<SM90_U16x8_STSM_T, Element>{}, mma_sdp);
+        auto thr_copy_ds = copy_ds.get_thread_slice(tid);
+        // rdS holds the fragment in the accumulator's element order (convert_acc_to_a).
+        Tensor rdS_c = make_tensor(rdS.data(), acc_dp.layout());
+        copy(copy_ds, thr_copy_ds.retile_S(rdS_c), thr_copy_ds.partition_D(sdSt));
       }
       compiler_fence();
       cutlass::arch::fence_view_async_shared();  // generic-proxy writes -> WGMMA reads
