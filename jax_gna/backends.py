@@ -133,29 +133,33 @@ def _box_feasibility(family: "KernelFamily", case: Case, direction: str) -> str 
     return None
 
 
-def _extra_token_partner(case: Case) -> kernel_manifest.Kernel | None:
-    """The sm80 backward that computes the additional tokens' part of an sm90 backward call
-    (the FFI handler launches it first: xla_ffi/include/jax_gna/params.h BwdParams::Part):
-    same dtype and head dim, and the same Q tile tokens as the sm90 backward."""
+def _sm80_first_part(case: Case) -> kernel_manifest.Kernel | None:
+    """The sm80 backward that computes what the sm90 backward leaves (the additional tokens;
+    dQ with deterministic=True), launched first by the FFI handler (ffi_handlers.cu BwdImpl,
+    params.h BwdParams::parts): same dtype and head dim, the same Q tile tokens, and KV tile
+    tokens that the sm90 KV box halves to."""
     def find(family):
         return next((k for k in kernel_manifest.kernels_of(family, BACKWARD)
                      if k.dtype == case.dtype and k.head_dim == case.head_dim), None)
     sm80, sm90 = find("sm80"), find("sm90")
     if sm80 is None or sm90 is None or sm80.q_tile_tokens != sm90.q_tile_tokens:
         return None
+    ratio = sm90.kv_tile_tokens // sm80.kv_tile_tokens
+    if sm90.kv_tile_tokens % sm80.kv_tile_tokens or ratio & (ratio - 1):
+        return None
     return sm80
 
 
 def _sm90_rule(case: Case, direction: str) -> str | None:
     """What the Hopper backward does not compute (xla_ffi/cuda/sm90/support.h admit_bwd).
-    The TMA limits are the manifest's (box extent, dilation)."""
-    if direction == BACKWARD:
-        if case.config.deterministic:
-            return ("deterministic=True: this backward adds dQ by TMA reductions in arrival "
-                    "order (no fixed summation order)")
-        if case.num_extra > 0 and _extra_token_partner(case) is None:
-            return (f"additional keys/values ({case.num_extra}) need the sm80 backward of "
-                    f"dtype {case.dtype}, head dim {case.head_dim} with the same Q tile")
+    The TMA limits are the manifest's (box extent, dilation). Additional keys/values and
+    deterministic=True are served with the sm80 backward computing their part first."""
+    if direction == BACKWARD and (case.num_extra > 0 or case.config.deterministic):
+        if _sm80_first_part(case) is None:
+            what = "deterministic=True" if case.config.deterministic else \
+                f"additional keys/values ({case.num_extra})"
+            return (f"{what} needs the sm80 backward of dtype {case.dtype}, head dim "
+                    f"{case.head_dim} with the same Q tile (it computes that part)")
     return None
 
 
