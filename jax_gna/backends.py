@@ -12,8 +12,8 @@ Selection rule (per direction, forward and backward chosen separately):
 1. ``backend="reference"``: the jnp reference (``jax_gna.reference.tiled``), everywhere.
 2. ``backend="<kernel>"`` (e.g. ``"sm80"``): that kernel, or a ``ValueError`` saying why it
    cannot serve the case's forward. If it has no backward for the case (e.g. the sm90
-   backward with additional keys or ``deterministic=True``), the backward uses the best
-   other kernel, else the reference (logged with the reason).
+   backward at head dim 256), the backward uses the best other kernel, else the reference
+   (logged with the reason).
 3. ``backend=None``: on a CUDA device, the first kernel in ``KERNELS`` order that serves the
    case; otherwise (other platforms, or no kernel serves it) the reference. Each fallback is
    logged at debug level on logger ``jax_gna`` with the reasons; with the environment variable
