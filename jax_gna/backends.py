@@ -12,9 +12,8 @@ Selection rule (per direction, forward and backward chosen separately):
 1. ``backend="reference"``: the jnp reference (``jax_gna.reference.tiled``), everywhere.
 2. ``backend="<kernel>"`` (e.g. ``"sm80"``): that kernel, or a ``ValueError`` saying why it
    cannot serve the case's forward. If it has no backward for the case (e.g. the sm90
-   backward with additional keys or ``deterministic=True``, or the ``halo`` backward with
-   additional keys), the backward uses the best other kernel, else the reference (logged with the
-   reason).
+   backward at head dim 256, or the ``halo`` backward with additional keys), the backward uses
+   the best other kernel, else the reference (logged with the reason).
 3. ``backend=None``: on a CUDA device, the first kernel in ``KERNELS`` order that serves the
    case; otherwise (other platforms, or no kernel serves it) the reference. Each fallback is
    logged at debug level on logger ``jax_gna`` with the reasons; with the environment variable
@@ -135,15 +134,33 @@ def _box_feasibility(family: "KernelFamily", case: Case, direction: str) -> str 
     return None
 
 
+def _sm80_first_part(case: Case) -> kernel_manifest.Kernel | None:
+    """The sm80 backward that computes what the sm90 backward leaves (the additional tokens;
+    dQ with deterministic=True), launched first by the FFI handler (ffi_handlers.cu BwdImpl,
+    params.h BwdParams::parts): same dtype and head dim, the same Q tile tokens, and KV tile
+    tokens that the sm90 KV box halves to."""
+    def find(family):
+        return next((k for k in kernel_manifest.kernels_of(family, BACKWARD)
+                     if k.dtype == case.dtype and k.head_dim == case.head_dim), None)
+    sm80, sm90 = find("sm80"), find("sm90")
+    if sm80 is None or sm90 is None or sm80.q_tile_tokens != sm90.q_tile_tokens:
+        return None
+    ratio = sm90.kv_tile_tokens // sm80.kv_tile_tokens
+    if sm90.kv_tile_tokens % sm80.kv_tile_tokens or ratio & (ratio - 1):
+        return None
+    return sm80
+
+
 def _sm90_rule(case: Case, direction: str) -> str | None:
     """What the Hopper backward does not compute (xla_ffi/cuda/sm90/support.h admit_bwd).
-    The TMA limits are the manifest's (box extent, dilation)."""
-    if direction == BACKWARD:
-        if case.config.deterministic:
-            return ("deterministic=True: this backward adds dQ by TMA reductions in arrival "
-                    "order (no fixed summation order)")
-        if case.num_extra > 0:
-            return f"additional keys/values ({case.num_extra}) are not supported by its backward"
+    The TMA limits are the manifest's (box extent, dilation). Additional keys/values and
+    deterministic=True are served with the sm80 backward computing their part first."""
+    if direction == BACKWARD and (case.num_extra > 0 or case.config.deterministic):
+        if _sm80_first_part(case) is None:
+            what = "deterministic=True" if case.config.deterministic else \
+                f"additional keys/values ({case.num_extra})"
+            return (f"{what} needs the sm80 backward of dtype {case.dtype}, head dim "
+                    f"{case.head_dim} with the same Q tile (it computes that part)")
     return None
 
 

@@ -3,7 +3,8 @@
 For each configuration: the selection rule (``jax_gna.explain``) names the expected kernel
 family (on sm90: the Hopper forward for head dims 64/128/256; elsewhere the halo forward
 where its rule admits the call (small halos), the portable kernel for the rest; the Hopper
-backward for head dims 64/128 without additional keys, the portable one for the rest), the compiled HLO holds the GNA custom call for the forward and for the backward, no fallback happens (``JAX_GNA_REQUIRE_KERNEL=1``), and the jitted result
+backward for head dims 64/128 (with additional keys, the portable one's extra-token part
+first), the portable one for the rest), the compiled HLO holds the GNA custom call for the forward and for the backward, no fallback happens (``JAX_GNA_REQUIRE_KERNEL=1``), and the jitted result
 equals the reference's.
 """
 
@@ -46,7 +47,7 @@ CASES = [
     # 1-D dilation 2: a 128-token TMA box spans 128 x 2 = 256 positions, the TMA limit (larger
     # dilations go to the portable kernel: jax_gna/backends.py, sm90 rule).
     JitCase("1d_dilation_extra_fp16", (1000,), (129,), dilation=(2,), dtype="float16",
-            extra=17, sm90_backward=False),
+            extra=17),
     JitCase("2d_dilation3", (30, 36), (5, 7), dilation=(3, 2), head_dim=64),
     JitCase("2d_blocked", (32, 32), (16, 16), stride=(16, 16)),
     JitCase("2d_hdim32_fp16", (20, 28), (5, 7), head_dim=32, dtype="float16",
@@ -65,6 +66,17 @@ def _expected_fwd_family(case: JitCase, arch: int, inputs) -> str:
     kcase = backends.case_for(q, k, v, case.kernel_size, case.stride, case.dilation,
                               case.causal, additional_keys=ek)
     if backends.kernel_family("halo").unsupported_reason(kcase, backends.FORWARD, arch) is None:
+        return "halo"
+    return "sm80"
+
+
+def _expected_bwd_family(case: JitCase, arch: int, inputs) -> str:
+    if arch >= 90 and case.sm90_backward:
+        return "sm90"
+    q, k, v, ek, _ = inputs
+    kcase = backends.case_for(q, k, v, case.kernel_size, case.stride, case.dilation,
+                              case.causal, additional_keys=ek)
+    if backends.kernel_family("halo").unsupported_reason(kcase, backends.BACKWARD, arch) is None:
         return "halo"
     return "sm80"
 
@@ -110,10 +122,9 @@ def test_jit_uses_the_kernel(case, monkeypatch):
                              case.causal, additional_keys=ek)
     assert choice["fwd"].startswith(_expected_fwd_family(case, arch, inputs)), choice
     if case.backward:
-        # The Hopper backward serves head dims 64/128 without additional keys; the rest
-        # (additional keys, head dim 32) goes to the portable backward.
-        want_bwd = "sm90" if arch >= 90 and case.sm90_backward else "sm80"
-        assert choice["bwd"].startswith(want_bwd), choice
+        # The Hopper backward serves head dims 64/128 (additional keys included); then the
+        # halo backward where its rule admits the call; the portable one for the rest.
+        assert choice["bwd"].startswith(_expected_bwd_family(case, arch, inputs)), choice
 
     fwd = jax.jit(_attention(case))
     hlo = fwd.lower(*inputs).compile().as_text()

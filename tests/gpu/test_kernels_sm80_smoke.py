@@ -545,16 +545,15 @@ def _refusal_expected(msg: str, deterministic: bool, num_extra: int,
                       forward: bool = False) -> bool:
     """A refusal BACKEND's documented rule makes (backends.py, sm90/support.h), a SKIP row:
     the sm90 kernels' TMA box limit (tile side x dilation <= 256; the selection rule picks
-    other boxes or sm80), and the sm90 backward, which computes neither deterministic=True
-    nor additional keys/values (the sm80 one serves those); the halo backward, which does not
-    compute additional keys/values."""
+    other boxes or sm80), and the halo backward, which does not compute additional
+    keys/values. With additional keys/values or deterministic=True the sm90 backward runs
+    (the FFI handler first launches the sm80 backward for that part): no refusal there."""
+    del deterministic
     if BACKEND == "halo" and "cannot serve" in msg:
         return not forward and num_extra > 0 and "additional" in msg
     if BACKEND != "sm90" or "cannot serve" not in msg:
         return False
-    if "TMA box limit" in msg:
-        return True
-    return not forward and (deterministic or num_extra > 0)
+    return "TMA box limit" in msg
 
 
 def _reason(msg: str) -> str:

@@ -609,6 +609,49 @@ ffi::Error BwdImpl(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi:
        {"dextra_accum", p.dextra_accum}}));
   JAX_GNA_RETURN_IF_ERROR(NumSms(&p.fwd.num_sms));
   const bool is_sm90 = backend == "sm90";
+  // The sm90 backward has no extra-token work items and no fixed-order dQ: a call with
+  // additional tokens or deterministic=True is split (BwdParams::parts, params.h). The sm80
+  // backward of the same dtype and head dim runs first (delta; the additional tokens' dK/dV
+  // and, unless deterministic, their dQ parts into dq_accum; with deterministic=True its
+  // Q-tile-major dQ kernel over every key), then the sm90 one (its spatial tiles' dK/dV; dQ
+  // and the conversion unless deterministic). Both walk the same 64-token Q tiles; the sm80
+  // dQ kernel walks KV tiles of its own token count, the sm90 box halved.
+  const BwdKernel* first_part = nullptr;
+  BwdParams first_params;
+  if (is_sm90 && (s.num_extra > 0 || deterministic)) {
+    first_part = find_bwd("sm80", c.dtype, s.head_dim, s.head_dim_v);
+    if (first_part == nullptr) {
+      return Invalid("backend 'sm90' backward with additional keys/values or "
+                     "deterministic=True needs the sm80 backward of the same dtype and head "
+                     "dim (it computes that part); not in this build");
+    }
+    if (first_part->q_tile_tokens != kernel->q_tile_tokens) {
+      return Invalid("backend 'sm90' backward: the sm80 backward's Q tile (" +
+                     std::to_string(first_part->q_tile_tokens) + " tokens) differs from the "
+                     "sm90 one's (" + std::to_string(kernel->q_tile_tokens) + ")");
+    }
+    first_params = p;
+    first_params.parts = {/*delta=*/true, /*spatial_tiles=*/false, /*extra_tokens=*/true,
+                          /*dq_final=*/deterministic};
+    if (deterministic) {  // the sm80 dQ kernel's KV box: the sm90 one halved until it fits
+      int* kv = first_params.fwd.tiles.kv;
+      int tokens = kernel->kv_tile_tokens;
+      while (tokens > first_part->kv_tile_tokens) {
+        int dim = 0;
+        while (dim < kMaxRank - 1 && kv[dim] == 1) ++dim;
+        if (kv[dim] % 2 != 0) return Invalid("backend 'sm90' backward: KV box not halvable");
+        kv[dim] /= 2;
+        tokens /= 2;
+      }
+      if (tokens != first_part->kv_tile_tokens) {
+        return Invalid("backend 'sm90' backward: the sm80 backward's KV tile (" +
+                       std::to_string(first_part->kv_tile_tokens) +
+                       " tokens) is not the sm90 one's halved");
+      }
+    }
+    p.parts = {/*delta=*/false, /*spatial_tiles=*/true, /*extra_tokens=*/false,
+               /*dq_final=*/!deterministic};
+  }
 #if defined(JAX_GNA_BUILT_SM90A)
   if (is_sm90) {
     if (const char* why = sm90_bwd_unsupported_reason(p, kernel->q_tile_tokens,
@@ -633,6 +676,12 @@ ffi::Error BwdImpl(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi:
             cudaMemsetAsync(p.dq_accum, 0, dq_accum->size_bytes(), stream);
         err != cudaSuccess) {
       return CudaFailure("cudaMemsetAsync(dq_accum)", err);
+    }
+  }
+  if (first_part != nullptr) {
+    if (cudaError_t err = first_part->launch(first_params, stream); err != cudaSuccess) {
+      return CudaFailure("backward kernels (sm80: additional tokens / deterministic dQ) launch",
+                         err);
     }
   }
   if (cudaError_t err = kernel->launch(p, stream); err != cudaSuccess) {
