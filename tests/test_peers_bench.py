@@ -1,5 +1,5 @@
 """benchmarks/peers.py on a CPU: the JAX side end to end at tiny sizes, the FlexAttention
-mask rule (evaluated with numpy in place of torch) and the token tiling, and the mask probe."""
+mask (numpy in place of torch) and the token tiling, and the mask probe."""
 
 from __future__ import annotations
 
