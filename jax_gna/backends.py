@@ -151,10 +151,26 @@ def _sm80_first_part(case: Case) -> kernel_manifest.Kernel | None:
     return sm80
 
 
+# Small windows: where the halo family serves a call and its Q tiles' halos fit one 64-key
+# chunk, it precedes sm90. Measured on an H100 (bf16, head dim 64, benchmarks/run.py --suite
+# small): DiNAT 14x14, dilation 2 (halo 49 keys): halo fwd 0.169 ms vs sm90 0.368, fwd+bwd
+# 0.836 vs 1.199; NAT 28x28 (196 keys) and HDiT 128x128 13x13 (400 keys) are faster on sm90
+# (fwd 0.229 vs 0.331 ms and 0.856 vs 1.215). Between one chunk and 196 keys nothing was
+# measured at head dims sm90 serves, so the bound stays at one chunk.
+SMALL_HALO_TOKENS = 64
+
+
 def _sm90_rule(case: Case, direction: str) -> str | None:
-    """What the Hopper backward does not compute (xla_ffi/cuda/sm90/support.h admit_bwd).
-    The TMA limits are the manifest's (box extent, dilation). Additional keys/values and
-    deterministic=True are served with the sm80 backward computing their part first."""
+    """Small halos go to the halo family (``SMALL_HALO_TOKENS``). What the Hopper backward
+    does not compute (xla_ffi/cuda/sm90/support.h admit_bwd): the TMA limits are the
+    manifest's (box extent, dilation); additional keys/values and deterministic=True are
+    served with the sm80 backward computing their part first."""
+    if case.config.backend is None and \
+            kernel_family("halo").unsupported_reason(case, direction, 90) is None:
+        tokens = halo_box_for(case.config, case)[1].max_tokens
+        if tokens <= SMALL_HALO_TOKENS:
+            return (f"small window: the halo kernel's Q tiles see at most {tokens} keys "
+                    f"(<= {SMALL_HALO_TOKENS}, one key chunk), where it is faster")
     if direction == BACKWARD and (case.num_extra > 0 or case.config.deterministic):
         if _sm80_first_part(case) is None:
             what = "deterministic=True" if case.config.deterministic else \
@@ -259,9 +275,11 @@ KERNELS: tuple[KernelFamily, ...] = (
                                "sanitize90bwd, suite; the forward also on H200"),
     # Small windows (halo rule above): a 64-query tile and the box of keys it sees, loaded
     # once; before sm80, whose 128-query tiles and 64-key KV tiles visit about three times
-    # the keys of such a halo. After sm90, pending a measurement of the two on Hopper.
+    # the keys of such a halo (H100, head dim 32: NAT 56x56 fwd 0.178 vs 0.273 ms, fwd+bwd
+    # 0.847 vs 1.400). After sm90 except for halos of one key chunk (SMALL_HALO_TOKENS).
     _from_manifest("halo", extra_rule=_halo_rule,
-                   verified_on="not yet run on a GPU (host checks of its index math only)"),
+                   verified_on="H100 (sm90a), jax 0.11.2: scripts/gpu_check.sh smokehalo "
+                               "(head dims 32, 64, 128), sanitizehalo, suite"),
     _from_manifest("sm80", boundary_tile_cost=0.25,
                    verified_on="Hopper only (H100, H200), jax 0.11.2: scripts/gpu_check.sh; "
                                "not run on an sm80/sm86/sm89/sm100 device"),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one GPU script: build, GPU tests, sanitizer, benchmark; a short table last.
 #
-#   bash scripts/gpu_check.sh [all|build|sm90build|smoke|smoke128|smoke90|smokehalo|sanitize90bwd|sanitizehalo|suite|dispatch|sanitize|sanitize90|large|sm90self|sm90items|reference|bench|dit|cli|tiles|ncu|ncu80|ncu90jax|ncu90bwd|scaling]...
+#   bash scripts/gpu_check.sh [all|build|sm90build|smoke|smoke128|smoke90|smokehalo|sanitize90bwd|sanitizehalo|suite|dispatch|sanitize|sanitize90|large|sm90self|sm90items|reference|bench|dit|cli|tiles|ncu|ncu80|ncu90jax|ncu90bwd|ncuhalo|scaling]...
 #
 # Runs on a CUDA machine, also one without network access: wheels the machine's image lacks
 # (nvidia-cutlass) come from .whl/; a CUDA library prebuilt elsewhere may come in
@@ -202,26 +202,29 @@ if [[ " ${STAGES[*]} " == *" ncu "* ]] && [ -x xla_ffi/cuda/sm90/test/prebuilt/s
   done
 fi
 # Nsight Compute of a kernel through JAX (named only): `ncu80` profiles the sm80 forward,
-# `ncu90jax` the sm90 one, `ncu90bwd` the sm90 backward (forward+backward calls); one launch
-# per case (NCU80_CASES: ';'-separated
+# `ncu90jax` the sm90 one, `ncu90bwd` the sm90 backward (forward+backward calls), `ncuhalo`
+# the halo forward on a small-window case; one launch per case (NCU80_CASES: ';'-separated
 # "name profile-CLI-args"), full set with per-instruction stall sampling; the report, its
 # details page and its SASS source page go to $OUT. The kernel is matched by its demangled
 # name (the sm80 function name alone is just "fwd_kernel").
-for ncu_stage in ncu80 ncu90jax ncu90bwd; do
+for ncu_stage in ncu80 ncu90jax ncu90bwd ncuhalo; do
   [[ " ${STAGES[*]} " == *" $ncu_stage "* ]] || continue
   backprop=()
+  cases="flux -i 256 256 -w 80 80 -s 16 16 --heads 24 --head-dim 128;seq32k -i 32768 -w 2048 -s 2048 --heads 24 --head-dim 128"
   case $ncu_stage in
     ncu80) backend=sm80 kernel=sm80::fwd_kernel ;;
     ncu90jax) backend=sm90 kernel=gna_fwd_sm90_kernel ;;
     ncu90bwd) backend=sm90 kernel=gna_bwd_sm90_kernel backprop=(--backprop) ;;
+    ncuhalo) backend=halo kernel=halo::fwd_kernel
+      cases="nat56 -i 56 56 -w 7 7 --batch 64 --heads 2 --head-dim 32" ;;
   esac
-  IFS=';' read -ra ncu_jax_cases <<< "${NCU80_CASES:-flux -i 256 256 -w 80 80 -s 16 16;seq32k -i 32768 -w 2048 -s 2048}"
+  IFS=';' read -ra ncu_jax_cases <<< "${NCU80_CASES:-$cases}"
   for c in "${ncu_jax_cases[@]}"; do
     name=${ncu_stage}_${c%% *}
     run_stage "$name" 300 env XLA_FLAGS=--xla_gpu_enable_command_buffer= ncu \
       --clock-control none --kernel-name-base demangled -k "regex:$kernel" \
       --launch-skip 2 --launch-count 1 --set full -f -o "$OUT/$name" \
-      python3 -m jax_gna.profile ${c#* } --heads 24 --head-dim 128 --dtype bf16 \
+      python3 -m jax_gna.profile ${c#* } --dtype bf16 \
       --backend $backend --warmup 1 --repeats 2 --no-device-trace ${backprop[@]+"${backprop[@]}"}
     ncu -i "$OUT/$name.ncu-rep" --page details > "$OUT/${name}_details.txt" 2>&1
     ncu -i "$OUT/$name.ncu-rep" --page source --csv --print-source sass \

@@ -141,6 +141,16 @@ def test_selection_prefers_halo_for_small_windows(monkeypatch):
     assert backends.choose(small, backends.FORWARD, "cuda", arch=90).backend == "sm90"
     small32 = _case((56, 56), 7, head_dim=32)
     assert backends.choose(small32, backends.FORWARD, "cuda", arch=90).backend == "halo"
+    # ... except for small halos (<= SMALL_HALO_TOKENS keys), where halo precedes it in both
+    # directions (DiNAT at 14x14: 49 keys); asked for by name, sm90 still serves them.
+    tiny = _case((14, 14), 7, dilation=2)
+    assert backends.halo_box_for(tiny.config, tiny)[1].max_tokens <= backends.SMALL_HALO_TOKENS
+    for direction in (backends.FORWARD, backends.BACKWARD):
+        choice = backends.choose(tiny, direction, "cuda", arch=90)
+        assert choice.backend == "halo" and any("small window" in r for r in choice.reasons)
+    named90 = dataclasses.replace(tiny, config=tiny.config.replace(backend="sm90"))
+    assert backends.choose(named90, backends.FORWARD, "cuda", arch=90).backend == "sm90"
+    assert backends.halo_box_for(small.config, small)[1].max_tokens > backends.SMALL_HALO_TOKENS
     large = _case((64, 64), 31)
     choice = backends.choose(large, backends.FORWARD, "cuda", arch=80)
     assert choice.backend == "sm80" and any("limit of" in r for r in choice.reasons)

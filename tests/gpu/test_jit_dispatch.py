@@ -1,10 +1,11 @@
 """Under ``jax.jit`` with ``backend=None`` on a CUDA GPU, every supported case runs a kernel.
 
 For each configuration: the selection rule (``jax_gna.explain``) names the expected kernel
-family (on sm90: the Hopper forward for head dims 64/128/256; elsewhere the halo forward
-where its rule admits the call (small halos), the portable kernel for the rest; the Hopper
-backward for head dims 64/128 (with additional keys, the portable one's extra-token part
-first), the portable one for the rest), the compiled HLO holds the GNA custom call for the forward and for the backward, no fallback happens (``JAX_GNA_REQUIRE_KERNEL=1``), and the jitted result
+family (on sm90: the halo kernels where their rule admits the call and a Q tile's halo holds
+at most ``backends.SMALL_HALO_TOKENS`` keys, else the Hopper forward for head dims 64/128/256
+and the Hopper backward for head dims 64/128 (with additional keys, the portable one's
+extra-token part first); elsewhere the halo kernels where their rule admits the call; the
+portable kernel for the rest), the compiled HLO holds the GNA custom call for the forward and for the backward, no fallback happens (``JAX_GNA_REQUIRE_KERNEL=1``), and the jitted result
 equals the reference's.
 """
 
@@ -53,32 +54,39 @@ CASES = [
     JitCase("2d_hdim32_fp16", (20, 28), (5, 7), head_dim=32, dtype="float16",
              sm90_backward=False),
     JitCase("3d_hdim256_fwd", (6, 8, 10), (3, 4, 5), head_dim=256, backward=False),
+    # DiNAT-like: dilation 2 over 14x14, 7x7 windows: halos of 49 keys (the halo kernels,
+    # also on sm90).
+    JitCase("2d_small_halo", (14, 14), (7, 7), dilation=(2, 2), head_dim=64),
 ]
 
 
-def _expected_fwd_family(case: JitCase, arch: int, inputs) -> str:
-    # The support table (jax_gna/backends.py) puts sm90 first: on Hopper it serves these
-    # head dims; then the halo forward, for calls whose halo is small (its rule); everything
-    # else goes to the portable sm80 family.
-    if arch >= 90 and case.head_dim in (64, 128, 256):
-        return "sm90"
+def _halo_serves(case: JitCase, arch: int, inputs, direction: str, *, small: bool) -> bool:
+    """Does the halo family's rule admit the call (and, with ``small``, are its Q tiles'
+    halos within ``backends.SMALL_HALO_TOKENS``, where it precedes sm90)?"""
     q, k, v, ek, _ = inputs
     kcase = backends.case_for(q, k, v, case.kernel_size, case.stride, case.dilation,
                               case.causal, additional_keys=ek)
-    if backends.kernel_family("halo").unsupported_reason(kcase, backends.FORWARD, arch) is None:
-        return "halo"
-    return "sm80"
+    if backends.kernel_family("halo").unsupported_reason(kcase, direction, arch) is not None:
+        return False
+    return not small or \
+        backends.halo_box_for(kcase.config, kcase)[1].max_tokens <= backends.SMALL_HALO_TOKENS
+
+
+def _expected_fwd_family(case: JitCase, arch: int, inputs) -> str:
+    # The support table (jax_gna/backends.py): sm90 first on Hopper for these head dims,
+    # unless the halo kernels serve the call with small halos; then halo where its rule
+    # admits the call; everything else goes to the portable sm80 family.
+    if arch >= 90 and case.head_dim in (64, 128, 256):
+        small = _halo_serves(case, arch, inputs, backends.FORWARD, small=True)
+        return "halo" if small else "sm90"
+    return "halo" if _halo_serves(case, arch, inputs, backends.FORWARD, small=False) else "sm80"
 
 
 def _expected_bwd_family(case: JitCase, arch: int, inputs) -> str:
     if arch >= 90 and case.sm90_backward:
-        return "sm90"
-    q, k, v, ek, _ = inputs
-    kcase = backends.case_for(q, k, v, case.kernel_size, case.stride, case.dilation,
-                              case.causal, additional_keys=ek)
-    if backends.kernel_family("halo").unsupported_reason(kcase, backends.BACKWARD, arch) is None:
-        return "halo"
-    return "sm80"
+        small = _halo_serves(case, arch, inputs, backends.BACKWARD, small=True)
+        return "halo" if small else "sm90"
+    return "halo" if _halo_serves(case, arch, inputs, backends.BACKWARD, small=False) else "sm80"
 
 
 def _inputs(case: JitCase):
