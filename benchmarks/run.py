@@ -303,7 +303,7 @@ def _kernel_tile_bound(case, stride, impl, dtype, row) -> dict:
     """The tiles the forward kernel of ``impl`` picks for this case (what the lowering
     passes it) and the simulator's mean-tile bound for THOSE tiles; empty for the reference
     or when no kernel serves the case here."""
-    if impl not in ("sm80", "sm90"):
+    if impl not in ("sm80", "sm90", "halo"):
         return {}
     try:
         import jax
@@ -317,6 +317,9 @@ def _kernel_tile_bound(case, stride, impl, dtype, row) -> dict:
     except Exception as err:  # noqa: BLE001  (no kernel here: leave the columns empty)
         _log(f"[{case.name}] {impl}: kernel tiles unknown ({type(err).__name__}: {err})")
         return {}
+    if impl == "halo":   # no KV tiles: the Q box and its largest halo (keys per Q tile)
+        _, stats = backends.halo_box_for(kcase.config, kcase)
+        return {"kernel_tiles": "x".join(map(str, q_box)) + f"/halo {stats.max_tokens}"}
     sim = simulate(case.shape, case.kernel_size, stride, case.dilation, case.is_causal,
                    q_tile=tuple(q_box), kv_tile=tuple(kv_box))
     out = {"kernel_tiles": "x".join(map(str, q_box)) + "/" + "x".join(map(str, kv_box)),

@@ -8,11 +8,19 @@ noise. No dataset download: the data is generated here.
 
     python examples/nat_classifier.py            # CPU-sized (under a minute on 2 cores)
     python examples/nat_classifier.py --full     # larger images/model/run (default on GPU)
+    python examples/nat_classifier.py --compare  # training-step time: GNA vs dense attention
+
+``--compare`` trains nothing: it builds the model twice with the same parameters -- once with
+``NeighborhoodAttention2D`` and once with ``nnx.MultiHeadAttention`` over the flattened grid
+running ``jax.nn.dot_product_attention`` (cuDNN on a GPU) -- and prints the median time of
+the jitted training step (forward, backward, AdamW update) of each. On a GPU it uses a
+NAT-Tiny-shaped model on 224x224 images (56x56 tokens in the first stage, 7x7 windows).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import jax
@@ -95,18 +103,40 @@ class Mlp(nnx.Module):
         return self.fc2(nnx.gelu(self.fc1(x)))
 
 
-class NATBlock(nnx.Module):
-    """Pre-norm transformer block whose token mixer is 2-D neighborhood attention."""
+def dense_attention_fn(implementation):
+    """An attention_fn for nnx.MultiHeadAttention that calls jax.nn.dot_product_attention
+    (MultiHeadAttention passes mask/dropout/... keywords; this model uses none of them)."""
+    def attention_fn(query, key, value, **unused):
+        return jax.nn.dot_product_attention(query, key, value, implementation=implementation)
+    return attention_fn
 
-    def __init__(self, dim: int, heads: int, kernel_size: int, *, dtype, rngs: nnx.Rngs):
+
+class NATBlock(nnx.Module):
+    """Pre-norm transformer block whose token mixer is 2-D neighborhood attention, or, with
+    ``attention="dense"``, attention over the whole grid (same parameter tree: the GNA layer
+    builds its projections like ``nnx.MultiHeadAttention``)."""
+
+    def __init__(self, dim: int, heads: int, kernel_size: int, *, dtype, rngs: nnx.Rngs,
+                 attention: str = "gna", dense_implementation: str | None = None):
+        self.attention = attention
         self.norm1 = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
-        self.attn = gnn.NeighborhoodAttention2D(heads, dim, kernel_size=kernel_size,
-                                                dtype=dtype, rngs=rngs)
+        if attention == "gna":
+            self.attn = gnn.NeighborhoodAttention2D(heads, dim, kernel_size=kernel_size,
+                                                    dtype=dtype, rngs=rngs)
+        else:
+            self.attn = nnx.MultiHeadAttention(
+                heads, dim, decode=False, dtype=dtype, rngs=rngs,
+                attention_fn=dense_attention_fn(dense_implementation))
         self.norm2 = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
         self.mlp = Mlp(dim, 3 * dim, dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
-        x = x + self.attn(self.norm1(x))
+        h = self.norm1(x)
+        if self.attention == "gna":
+            h = self.attn(h)
+        else:  # dense: every token of the flattened grid
+            h = self.attn(h.reshape(h.shape[0], -1, h.shape[-1])).reshape(x.shape)
+        x = x + h
         return x + self.mlp(self.norm2(x))
 
 
@@ -126,7 +156,7 @@ class NAT(nnx.Module):
     """Tokenizer (two stride-2 3x3 convs: overlapping patches, /4) -> stages -> pooled head."""
 
     def __init__(self, dims, depths, heads, kernel_sizes, num_classes, *, dtype=None,
-                 rngs: nnx.Rngs):
+                 rngs: nnx.Rngs, attention: str = "gna", dense_implementation=None):
         d0 = dims[0]
         self.stem1 = nnx.Conv(3, d0 // 2, (3, 3), strides=(2, 2), padding=1, dtype=dtype,
                               rngs=rngs)
@@ -134,7 +164,9 @@ class NAT(nnx.Module):
                               rngs=rngs)
         self.stem_norm = nnx.LayerNorm(d0, dtype=dtype, rngs=rngs)
         self.stages = _List([
-            _List([NATBlock(dim, h, k, dtype=dtype, rngs=rngs) for _ in range(depth)])
+            _List([NATBlock(dim, h, k, dtype=dtype, rngs=rngs, attention=attention,
+                            dense_implementation=dense_implementation)
+                   for _ in range(depth)])
             for dim, depth, h, k in zip(dims, depths, heads, kernel_sizes)])
         self.downsamples = _List([Downsample(a, b, dtype=dtype, rngs=rngs)
                                   for a, b in zip(dims[:-1], dims[1:])])
@@ -161,42 +193,24 @@ SMALL = dict(image=32, dims=(32, 64), depths=(2, 2), heads=(2, 4), kernel_sizes=
 FULL = dict(image=64, dims=(64, 128, 256), depths=(2, 2, 4), heads=(2, 4, 8),
             kernel_sizes=(7, 5, 3), train=16384, batch=128, steps=1500, lr=1e-3,
             dtype=jnp.bfloat16)
+# --compare: NAT-Tiny's shape (224x224 images: 56, 28, 14, 7 tokens per side; 7x7 windows;
+# head dim 32) on a GPU; a scaled-down twin on a CPU.
+COMPARE = dict(image=224, dims=(64, 128, 256, 512), depths=(3, 4, 6, 5), heads=(2, 4, 8, 16),
+               kernel_sizes=(7, 7, 7, 7), batch=64, lr=1e-3, dtype=jnp.bfloat16)
+COMPARE_CPU = dict(image=64, dims=(32, 64), depths=(1, 1), heads=(1, 2),
+                   kernel_sizes=(7, 7), batch=4, lr=1e-3, dtype=None)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--full", action="store_true",
-                        help="full size (default when a GPU is present)")
-    parser.add_argument("--steps", type=int, help="training steps (default: by size)")
-    parser.add_argument("--log-every", type=int, default=25)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    on_gpu = jax.default_backend() == "gpu"
-    size = "full" if args.full or on_gpu else "small"
-    cfg = dict(FULL if size == "full" else SMALL)
-    if args.steps:
-        cfg["steps"] = args.steps
-    print(f"JAX backend: {jax.default_backend()}, size: {size}, config: "
-          f"{ {k: v for k, v in cfg.items() if k != 'dtype'} }")
+def make_model(cfg, seed: int, **attention) -> NAT:
+    return NAT(cfg["dims"], cfg["depths"], cfg["heads"], cfg["kernel_sizes"], NUM_CLASSES,
+               dtype=cfg["dtype"], rngs=nnx.Rngs(seed), **attention)
 
-    t0 = time.perf_counter()
-    images, labels = make_dataset(cfg["train"], cfg["image"], args.seed)
-    test_images, test_labels = make_dataset(512, cfg["image"], args.seed + 1)
-    print(f"generated {len(images)} train / {len(test_images)} held-out images "
-          f"in {time.perf_counter() - t0:.1f} s")
 
-    model = NAT(cfg["dims"], cfg["depths"], cfg["heads"], cfg["kernel_sizes"], NUM_CLASSES,
-                dtype=cfg["dtype"], rngs=nnx.Rngs(args.seed))
-    # Functional training loop: split the module once into a static graph and the parameter
-    # pytree, then jit a pure step. (Avoids nnx.Optimizer, whose API changed across Flax
-    # releases.)
+def make_train_step(model: NAT, tx):
+    """(params, opt_state, jitted step, logits_fn) of a functional training loop: the module
+    is split once into a static graph and the parameter pytree, and a pure step is jitted.
+    (Avoids nnx.Optimizer, whose API changed across Flax releases.)"""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    num_params = sum(p.size for p in jax.tree.leaves(params))
-    print(f"model: {num_params / 1e6:.2f} M parameters")
-    schedule = optax.warmup_cosine_decay_schedule(0.0, cfg["lr"], cfg["steps"] // 10,
-                                                  cfg["steps"])
-    tx = optax.adamw(schedule, weight_decay=0.05)
-    opt_state = tx.init(params)
 
     def logits_fn(params, x):
         return nnx.merge(graphdef, params, rest)(x)
@@ -210,6 +224,86 @@ def main():
         (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss, acc
+
+    return params, tx.init(params), train_step, logits_fn
+
+
+def compare(args, on_gpu: bool) -> None:
+    """Median training-step time of the GNA model and of the dense-attention model."""
+    cfg = dict(COMPARE if on_gpu else COMPARE_CPU)
+    if args.batch:
+        cfg["batch"] = args.batch
+    images, labels = make_dataset(4 * cfg["batch"], cfg["image"], args.seed)
+    batches = [(jnp.asarray(images[i::4]), jnp.asarray(labels[i::4])) for i in range(4)]
+    tx = optax.adamw(cfg["lr"], weight_decay=0.05)
+    implementation = "cudnn" if on_gpu else None
+    grids = [cfg["image"] // 4 >> i for i in range(len(cfg["dims"]))]
+    print(f"training step of a NAT classifier: {cfg['image']}x{cfg['image']} images, batch "
+          f"{cfg['batch']}, stages {', '.join(f'{g}x{g}' for g in grids)} tokens, depths "
+          f"{cfg['depths']}, heads {cfg['heads']} x 32, windows {cfg['kernel_sizes']}, "
+          f"{jnp.dtype(cfg['dtype'] or jnp.float32).name}; median of {args.iters} steps")
+    rows, initial = [], []
+    for name, attention in (("GNA (jax_gna)", dict(attention="gna")),
+                            (f"dense ({implementation or 'XLA'})",
+                             dict(attention="dense", dense_implementation=implementation))):
+        params, opt_state, step, _ = make_train_step(make_model(cfg, args.seed, **attention),
+                                                     tx)
+        initial.append(jax.tree.leaves(params))
+        times = []
+        for i in range(args.warmup + args.iters):  # the first step compiles
+            x, y = batches[i % len(batches)]      # rotating inputs
+            t0 = time.perf_counter()
+            params, opt_state, loss, _ = step(params, opt_state, x, y)
+            jax.block_until_ready(loss)
+            if i >= args.warmup:
+                times.append(time.perf_counter() - t0)
+        rows.append((name, 1e3 * statistics.median(times), float(loss)))
+    same = all(bool(jnp.array_equal(a, b)) for a, b in zip(*initial))
+    print(f"same initial parameters in both models: {same}")
+    print(f"\n{'attention':22s} {'step ms':>9s} {'speedup':>8s} {'last loss':>10s}")
+    for name, ms, loss in rows:
+        print(f"{name:22s} {ms:9.2f} {rows[1][1] / ms:7.2f}x {loss:10.4f}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--full", action="store_true",
+                        help="full size (default when a GPU is present)")
+    parser.add_argument("--steps", type=int, help="training steps (default: by size)")
+    parser.add_argument("--log-every", type=int, default=25)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compare", action="store_true",
+                        help="time one training step with GNA and with dense attention "
+                             "(no training)")
+    parser.add_argument("--batch", type=int, help="--compare: batch size (default 64 on a "
+                                                  "GPU)")
+    parser.add_argument("--warmup", type=int, default=3, help="--compare: untimed steps")
+    parser.add_argument("--iters", type=int, default=10, help="--compare: timed steps")
+    args = parser.parse_args()
+    on_gpu = jax.default_backend() == "gpu"
+    if args.compare:
+        compare(args, on_gpu)
+        return
+    size = "full" if args.full or on_gpu else "small"
+    cfg = dict(FULL if size == "full" else SMALL)
+    if args.steps:
+        cfg["steps"] = args.steps
+    print(f"JAX backend: {jax.default_backend()}, size: {size}, config: "
+          f"{ {k: v for k, v in cfg.items() if k != 'dtype'} }")
+
+    t0 = time.perf_counter()
+    images, labels = make_dataset(cfg["train"], cfg["image"], args.seed)
+    test_images, test_labels = make_dataset(512, cfg["image"], args.seed + 1)
+    print(f"generated {len(images)} train / {len(test_images)} held-out images "
+          f"in {time.perf_counter() - t0:.1f} s")
+
+    model = make_model(cfg, args.seed)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, cfg["lr"], cfg["steps"] // 10,
+                                                  cfg["steps"])
+    params, opt_state, train_step, logits_fn = make_train_step(
+        model, optax.adamw(schedule, weight_decay=0.05))
+    num_params = sum(p.size for p in jax.tree.leaves(params))
+    print(f"model: {num_params / 1e6:.2f} M parameters")
 
     @jax.jit
     def predict(params, x):

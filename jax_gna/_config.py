@@ -18,7 +18,7 @@ class AttentionConfig:
     params: GNAParams
     scale: float
     # None: pick the best backend that serves the case; "reference": the jnp path; a kernel
-    # backend name ("sm80", "sm90"): that kernel or a clear error.
+    # backend name ("sm80", "sm90", "halo"): that kernel or a clear error.
     backend: str | None = None
     # Kernel tile boxes (tokens per spatial dim), or None for the backend's own choice.
     q_tile: tuple[int, ...] | None = None

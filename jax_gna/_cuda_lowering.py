@@ -28,7 +28,9 @@ power-of-two sides ranked best by ``jax_gna.tiles.best_boxes`` (``tile_work_spee
 boundary tiles weighted by the family's ``boundary_tile_cost`` from
 ``jax_gna.backends.KERNELS``, measured on the forward and used for both directions); for a
 call with a query box, ranked first by the tile pairs visited for the box (a Q tile that
-divides the box wastes no rows at its edges).
+divides the box wastes no rows at its edges). The halo family's Q box is ``jax_gna.backends.halo_box_for``'s (the fewest halo key chunks)
+and its ``kv_tile`` ``jax_gna.backends.halo_kv_box_for``'s (the Q box unless given): the
+forward's key-chunk size, the backward's dK/dV KV box.
 """
 
 from __future__ import annotations
@@ -93,6 +95,11 @@ def tile_boxes(config: AttentionConfig, kernel_name: str, case: backends.Case,
                     f"{name}={tuple(box)} has {math.prod(box)} tokens but the {kernel_name} "
                     f"forward kernel for {case.dtype} head_dim {case.head_dim} takes "
                     f"{tokens} tokens per tile")
+    if kernel_name == "halo":
+        # No KV tiles: the Q box is the halo rule's (backends.halo_box_for), kv_tile only
+        # states the key-chunk size (any box of that many tokens).
+        q_box = q_box or backends.halo_box_for(config, case)[0]
+        kv_box = kv_box or backends.halo_kv_box_for(config, q_box)
     if q_box is None or kv_box is None:
         family = backends.kernel_family(kernel_name)
         best_q, best_kv = tiles.best_boxes(tuple(config.spatial_shape), config.params,
@@ -202,7 +209,10 @@ def lower_bwd(ctx, q, k, v, extra_k, extra_v, out, lse, dout, dlse=None, *,
 
     num_extra = int(ek_aval.shape[1])
     deterministic = bool(config.deterministic)
-    dq_accum_aval = _aval((0,) if deterministic else q_aval.shape, jnp.float32)
+    # dq_accum: the sm80 backward's dQ atomics (not in deterministic mode); the halo backward
+    # writes dQ directly and never uses it.
+    no_dq_accum = deterministic or kernel_name == "halo"
+    dq_accum_aval = _aval((0,) if no_dq_accum else q_aval.shape, jnp.float32)
     delta_aval = _aval(lse_aval.shape, jnp.float32)
     if num_extra > 0:
         splits = extra_splits(config, q_box, kv_box)

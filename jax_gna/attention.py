@@ -39,7 +39,7 @@ def attention(query, key, value, kernel_size, stride=1, dilation=1, is_causal=Fa
       return_lse: also return the log-sum-exp ``[batch, *spatial, heads_q]``: float32 for
         float16/bfloat16/float32 inputs, float64 for float64 inputs.
       backend: None (best available, see ``jax_gna.backends``), ``"reference"`` or a kernel
-        family (``"sm80"``, ``"sm90"``), which raises if it cannot serve the case.
+        family (``"sm80"``, ``"sm90"``, ``"halo"``), which raises if it cannot serve the case.
       q_tile, kv_tile: kernel tile boxes (tokens per spatial dim); default: chosen per case.
       deterministic: backward kernels without order-dependent atomics.
 

@@ -12,8 +12,8 @@ Selection rule (per direction, forward and backward chosen separately):
 1. ``backend="reference"``: the jnp reference (``jax_gna.reference.tiled``), everywhere.
 2. ``backend="<kernel>"`` (e.g. ``"sm80"``): that kernel, or a ``ValueError`` saying why it
    cannot serve the case's forward. If it has no backward for the case (e.g. the sm90
-   backward with additional keys or ``deterministic=True``), the backward uses the best
-   other kernel, else the reference (logged with the reason).
+   backward at head dim 256, or the ``halo`` backward with additional keys), the backward uses
+   the best other kernel, else the reference (logged with the reason).
 3. ``backend=None``: on a CUDA device, the first kernel in ``KERNELS`` order that serves the
    case; otherwise (other platforms, or no kernel serves it) the reference. Each fallback is
    logged at debug level on logger ``jax_gna`` with the reasons; with the environment variable
@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 import os
 from typing import Callable
 
@@ -133,15 +134,118 @@ def _box_feasibility(family: "KernelFamily", case: Case, direction: str) -> str 
     return None
 
 
+def _sm80_first_part(case: Case) -> kernel_manifest.Kernel | None:
+    """The sm80 backward that computes what the sm90 backward leaves (the additional tokens;
+    dQ with deterministic=True), launched first by the FFI handler (ffi_handlers.cu BwdImpl,
+    params.h BwdParams::parts): same dtype and head dim, the same Q tile tokens, and KV tile
+    tokens that the sm90 KV box halves to."""
+    def find(family):
+        return next((k for k in kernel_manifest.kernels_of(family, BACKWARD)
+                     if k.dtype == case.dtype and k.head_dim == case.head_dim), None)
+    sm80, sm90 = find("sm80"), find("sm90")
+    if sm80 is None or sm90 is None or sm80.q_tile_tokens != sm90.q_tile_tokens:
+        return None
+    ratio = sm90.kv_tile_tokens // sm80.kv_tile_tokens
+    if sm90.kv_tile_tokens % sm80.kv_tile_tokens or ratio & (ratio - 1):
+        return None
+    return sm80
+
+
+# Small windows: where the halo family serves a call and its Q tiles' halos fit one 64-key
+# chunk, it precedes sm90. Measured on an H100 (bf16, head dim 64, benchmarks/run.py --suite
+# small): DiNAT 14x14, dilation 2 (halo 49 keys): halo fwd 0.169 ms vs sm90 0.368, fwd+bwd
+# 0.836 vs 1.199; NAT 28x28 (196 keys) and HDiT 128x128 13x13 (400 keys) are faster on sm90
+# (fwd 0.229 vs 0.331 ms and 0.856 vs 1.215). Between one chunk and 196 keys nothing was
+# measured at head dims sm90 serves, so the bound stays at one chunk.
+SMALL_HALO_TOKENS = 64
+
+
 def _sm90_rule(case: Case, direction: str) -> str | None:
-    """What the Hopper backward does not compute (xla_ffi/cuda/sm90/support.h admit_bwd).
-    The TMA limits are the manifest's (box extent, dilation)."""
+    """Small halos go to the halo family (``SMALL_HALO_TOKENS``). What the Hopper backward
+    does not compute (xla_ffi/cuda/sm90/support.h admit_bwd): the TMA limits are the
+    manifest's (box extent, dilation); additional keys/values and deterministic=True are
+    served with the sm80 backward computing their part first."""
+    if case.config.backend is None and \
+            kernel_family("halo").unsupported_reason(case, direction, 90) is None:
+        tokens = halo_box_for(case.config, case)[1].max_tokens
+        if tokens <= SMALL_HALO_TOKENS:
+            return (f"small window: the halo kernel's Q tiles see at most {tokens} keys "
+                    f"(<= {SMALL_HALO_TOKENS}, one key chunk), where it is faster")
+    if direction == BACKWARD and (case.num_extra > 0 or case.config.deterministic):
+        if _sm80_first_part(case) is None:
+            what = "deterministic=True" if case.config.deterministic else \
+                f"additional keys/values ({case.num_extra})"
+            return (f"{what} needs the sm80 backward of dtype {case.dtype}, head dim "
+                    f"{case.head_dim} with the same Q tile (it computes that part)")
+    return None
+
+
+def halo_box_for(config: AttentionConfig, case: Case):
+    """(Q box, ``tiles.HaloStats``) of the halo forward for this call: ``config.q_tile`` when
+    it has the instantiation's Q tokens, else ``tiles.best_halo_box`` (the lowering passes
+    the same box, ``jax_gna._cuda_lowering.tile_boxes``)."""
+    from jax_gna import tiles
+    line = next(k for k in kernel_manifest.kernels_of("halo", FORWARD)
+                if (k.dtype, k.head_dim) == (case.dtype, case.head_dim))
+    q_tokens, chunk = line.q_tile_tokens, line.kv_tile_tokens
+    shape = tuple(config.spatial_shape)
+    if config.q_tile is not None and math.prod(config.q_tile) == q_tokens:
+        box = tuple(int(t) for t in config.q_tile)
+    else:
+        family = kernel_family("halo")
+        box = tiles.best_halo_box(shape, config.params, q_tokens,
+                                  family.max_tile_sides(config), case.num_extra, chunk,
+                                  kernel_manifest.FAMILIES["halo"].max_halo_tokens,
+                                  kernel_manifest.MAX_TILE_SIDE, config.query_box)
+    return box, tiles.halo_stats(shape, config.params, box, case.num_extra, chunk)
+
+
+def halo_kv_box_for(config: AttentionConfig, q_box: tuple) -> tuple[int, ...]:
+    """KV box of the halo family for this call: ``config.kv_tile`` when it has the
+    instantiation's KV tokens (the key chunk, 64), else the Q box. The halo backward's dK/dV
+    kernel works per KV box (the lowering passes the same box,
+    ``jax_gna._cuda_lowering.tile_boxes``); the forward only states the chunk size with it."""
+    tokens = next(iter(kernel_manifest.kernels_of("halo", FORWARD))).kv_tile_tokens
+    if config.kv_tile is not None and math.prod(config.kv_tile) == tokens:
+        return tuple(int(t) for t in config.kv_tile)
+    if math.prod(q_box) == tokens:
+        return tuple(q_box)
+    from jax_gna import tiles
+    return tiles.power_of_two_boxes(tokens, config.spatial_shape)[0]
+
+
+def _halo_rule(case: Case, direction: str) -> str | None:
+    """What the halo kernels do not serve (xla_ffi/cuda/halo/halo_plan.h plan_call /
+    plan_bwd_call are the C++ statement of the same rule): a halo (the keys one 64-query tile
+    loads) of more than the manifest's max_halo_tokens, or longer than MAX_TILE_SIDE along a
+    dim, over any Q tile of the box it would use (both directions: the backward's dQ kernel
+    loads the forward's halos). The backward also refuses additional keys (the sm80 backward
+    serves them) and an inverse halo (the queries that see one KV box, the dK/dV kernel's
+    work per query head) over the same limits. It is deterministic (no atomics)."""
+    limit = kernel_manifest.FAMILIES["halo"].max_halo_tokens
+    if direction == BACKWARD and case.num_extra > 0:
+        return (f"{case.num_extra} additional keys/values: the halo backward has no key list "
+                f"for them (the sm80 backward serves them)")
+    box, stats = halo_box_for(case.config, case)
+    side = max(stats.max_extent)
+    if side > kernel_manifest.MAX_TILE_SIDE:
+        return (f"the halo of a {box} Q tile spans up to {side} keys along a dim, above "
+                f"{kernel_manifest.MAX_TILE_SIDE}")
+    if stats.max_tokens > limit:
+        return (f"the halo of a {box} Q tile holds up to {stats.max_tokens} keys "
+                f"({'x'.join(map(str, stats.max_extent))}), above the limit of {limit} "
+                f"(windows this large go to the kernels with KV tiles)")
     if direction == BACKWARD:
-        if case.config.deterministic:
-            return ("deterministic=True: this backward adds dQ by TMA reductions in arrival "
-                    "order (no fixed summation order)")
-        if case.num_extra > 0:
-            return f"additional keys/values ({case.num_extra}) are not supported by its backward"
+        from jax_gna import tiles
+        kv_box = halo_kv_box_for(case.config, box)
+        extent = tiles.inverse_halo_extents(tuple(case.config.spatial_shape),
+                                            case.config.params, kv_box)
+        if max(extent) > kernel_manifest.MAX_TILE_SIDE:
+            return (f"the queries seeing a {kv_box} KV box span up to {max(extent)} along a "
+                    f"dim, above {kernel_manifest.MAX_TILE_SIDE}")
+        if math.prod(extent) > limit:
+            return (f"up to {math.prod(extent)} queries ({'x'.join(map(str, extent))}) see a "
+                    f"{kv_box} KV box, above the limit of {limit}")
     return None
 
 
@@ -169,6 +273,13 @@ KERNELS: tuple[KernelFamily, ...] = (
     _from_manifest("sm90", boundary_tile_cost=0.15, extra_rule=_sm90_rule,
                    verified_on="H100 (sm90a), jax 0.11.2: scripts/gpu_check.sh smoke90, "
                                "sanitize90bwd, suite; the forward also on H200"),
+    # Small windows (halo rule above): a 64-query tile and the box of keys it sees, loaded
+    # once; before sm80, whose 128-query tiles and 64-key KV tiles visit about three times
+    # the keys of such a halo (H100, head dim 32: NAT 56x56 fwd 0.178 vs 0.273 ms, fwd+bwd
+    # 0.847 vs 1.400). After sm90 except for halos of one key chunk (SMALL_HALO_TOKENS).
+    _from_manifest("halo", extra_rule=_halo_rule,
+                   verified_on="H100 (sm90a), jax 0.11.2: scripts/gpu_check.sh smokehalo "
+                               "(head dims 32, 64, 128), suite; compute-sanitizer not run"),
     _from_manifest("sm80", boundary_tile_cost=0.25,
                    verified_on="Hopper only (H100, H200), jax 0.11.2: scripts/gpu_check.sh; "
                                "not run on an sm80/sm86/sm89/sm100 device"),

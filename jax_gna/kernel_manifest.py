@@ -42,6 +42,9 @@ class Family:
     box_extent_limit: int | None = None  # largest tile side x dilation (TMA box), None: none
     max_dilation: int | None = None      # largest dilation (TMA traversal stride), None: any
     fwd_workspace_bytes: int = 0  # forward scratch (FwdParams::workspace), allocated by XLA
+    # Largest halo (keys a Q tile's queries see together: the union of their windows, a box
+    # per Q tile) a halo-loading family serves; None: the family does not load halos.
+    max_halo_tokens: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +82,11 @@ FAMILIES: dict[str, Family] = {
                    fwd_workspace_bytes=256),
     # Portable (mma.sync, cp.async): sm80 native, newer GPUs through PTX.
     "sm80": Family("sm80", 80, None),
+    # Portable small-window forward (mma.sync, cp.async; built with the sm80 family): each
+    # 64-query tile loads the box of keys its queries see (its halo) into shared memory once.
+    # Calls whose halo exceeds max_halo_tokens go to the sm80 forward (jax_gna.backends);
+    # the backward's inverse halo (queries seeing a 64-key box) has the same limit.
+    "halo": Family("halo", 80, None, max_halo_tokens=512),
 }
 
 # sm90 forward: Q tiles of 128 tokens (two consumer warpgroups x 64 rows); KV tiles of 128
@@ -90,6 +98,13 @@ FAMILIES: dict[str, Family] = {
 # fragments ("s": S = Q K^T, "pv": O += P V, joined with "+").
 # sm80 backward: dK/dV kernel `warps` and their split (S/dP `warps_m_sdp` along queries,
 # dK/dV/dQ `warps_m_dkv` along rows); the deterministic dQ kernel uses 4 warps.
+# halo forward: Q tiles of 64 tokens (4 warps x 16 queries); the "KV tile" is the chunk of 64
+# keys of the flattened halo (then the additional tokens) that one S = Q K^T step covers;
+# `ring`: the most chunks of K and V in shared memory at once (a halo of up to ring x 64
+# keys is loaded once; a larger one streams through the ring), 64 KiB of K/V at each head dim.
+# halo backward: the dQ kernel is the forward's CTA (Q tiles of 64, chunks of 64 keys, `ring`
+# as above); the dK/dV kernel takes KV boxes of 64 keys (the "KV tile" of the line) and the
+# queries that see them in steps of 64. Head dims 32 and 64.
 KERNELS: tuple[Kernel, ...] = (
     #      family  direction dtype head_dim Q tokens KV tokens  template parameters
     kernel("sm90", FORWARD, "bf16", 64, 128, 128, stages=4),
@@ -116,6 +131,16 @@ KERNELS: tuple[Kernel, ...] = (
     kernel("sm80", BACKWARD, "fp16", 32, 64, 64, warps=4, warps_m_sdp=2, warps_m_dkv=4),
     kernel("sm80", BACKWARD, "fp16", 64, 64, 64, warps=4, warps_m_sdp=2, warps_m_dkv=4),
     kernel("sm80", BACKWARD, "fp16", 128, 64, 64, warps=8, warps_m_sdp=2, warps_m_dkv=4),
+    kernel("halo", FORWARD, "bf16", 32, 64, 64, ring=8),
+    kernel("halo", FORWARD, "bf16", 64, 64, 64, ring=4),
+    kernel("halo", FORWARD, "bf16", 128, 64, 64, ring=2),
+    kernel("halo", FORWARD, "fp16", 32, 64, 64, ring=8),
+    kernel("halo", FORWARD, "fp16", 64, 64, 64, ring=4),
+    kernel("halo", FORWARD, "fp16", 128, 64, 64, ring=2),
+    kernel("halo", BACKWARD, "bf16", 32, 64, 64, ring=8),
+    kernel("halo", BACKWARD, "bf16", 64, 64, 64, ring=4),
+    kernel("halo", BACKWARD, "fp16", 32, 64, 64, ring=8),
+    kernel("halo", BACKWARD, "fp16", 64, 64, 64, ring=4),
 )
 
 

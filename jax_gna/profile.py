@@ -606,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extra-tokens", type=int, default=0,
                    help="additional keys/values every query attends to")
     p.add_argument("--backend", default="auto",
-                   help="reference | sm80 | sm90 | auto (best available)")
+                   help="reference | sm80 | sm90 | halo | auto (best available)")
     p.add_argument("--dense", action="store_true", help="also time XLA dense attention")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=10)

@@ -17,6 +17,12 @@ milliseconds.
 
 The CUDA lowering calls :func:`best_boxes`; the tile simulator (``jax_gna.simulator``) builds
 its figures and rankings on this module. It depends on nothing but ``semantics`` and numpy.
+
+The halo forward (``xla_ffi/cuda/halo``) has no KV tiles: each Q tile loads its *halo*, the
+box of keys its queries see together (per dim, from the window start of its first query to
+the window end of its last: ``TileMap1D.kv_start`` / ``kv_end``), in chunks of keys.
+:func:`halo_stats` gives the figures of a Q box and :func:`best_halo_box` the box that
+minimises the halo keys loaded (both per-dim products, like the tile counts above).
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ from jax_gna import semantics
 __all__ = ["DimTileCounts", "dim_tile_counts", "TileCounts", "tile_counts",
            "power_of_two_boxes", "default_candidates", "box_visited", "OBJECTIVES",
            "check_objective", "ranked",
-           "best_boxes"]
+           "best_boxes", "HaloStats", "halo_stats", "best_halo_box",
+           "inverse_halo_extents"]
 
 # Figures that may be maximised; ties fall through to the next ones in this order, then to
 # fewer boundary tiles (less masking work). The default, tile_work_speedup, is what a
@@ -279,3 +286,99 @@ def best_boxes(spatial_shape: tuple, params: semantics.GNAParams, q_tokens: int,
     results = [tile_counts(spatial_shape, params, q, kv) for q, kv in candidates]
     best = ranked(results, "tile_work_speedup", boundary_cost, query_box)[0]
     return best.q_tile, best.kv_tile
+
+
+# ----------------------------------------------------------------------------------------
+# Halo boxes (the halo forward)
+# ----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class HaloStats:
+    """The halos of one Q box over a problem's Q tiles (the figures the halo forward's
+    admission and box choice use; ``xla_ffi/cuda/halo/halo_plan.h`` computes max_extent the
+    same way, over every Q tile of every dilation group)."""
+
+    q_box: tuple[int, ...]
+    max_extent: tuple[int, ...]   # largest halo side per dim over all Q tiles
+    max_tokens: int               # largest halo (keys one Q tile loads): prod(max_extent)
+    num_q_tiles: int              # Q tiles counted below (those of the query box, if any)
+    total_tokens: int             # halo keys loaded, summed over those Q tiles
+    total_chunks: int             # sum of ceil((halo + num_extra) / chunk): the steps run
+
+
+@functools.lru_cache(maxsize=4096)
+def _halo_extents_1d(length: int, kernel_size: int, stride: int, dilation: int, causal: bool,
+                     q_tile: int) -> tuple[np.ndarray, tuple]:
+    """Per Q tile of one dim (all groups, ``TileMap1D`` order): the halo extent, and the
+    global coordinates of the tile's queries (for query boxes)."""
+    tm = semantics.tile_map_1d(length, kernel_size, stride, dilation, causal, q_tile, q_tile)
+    extent = (tm.kv_end - tm.kv_start).astype(np.int64)
+    extent.setflags(write=False)
+    coords = tuple(semantics.coordinate(tm.group[t], np.arange(tm.q_start[t], tm.q_end[t]),
+                                        dilation) for t in range(tm.num_q_tiles))
+    return extent, coords
+
+
+@functools.lru_cache(maxsize=1024)
+def halo_stats(spatial_shape: tuple, params: semantics.GNAParams, q_box: tuple,
+               num_extra: int = 0, chunk: int = 64,
+               query_box: tuple | None = None) -> HaloStats:
+    """Halo figures of Q box ``q_box`` (``max_*`` over every Q tile of the grid; the totals
+    over the Q tiles holding a query of ``query_box``, or all)."""
+    per_dim, kept = [], []
+    for axis, n in enumerate(spatial_shape):
+        extent, coords = _halo_extents_1d(int(n), *params.dim(axis), int(q_box[axis]))
+        per_dim.append(extent)
+        if query_box is None:
+            kept.append(np.ones(extent.shape, bool))
+        else:
+            lo, hi = query_box[axis]
+            kept.append(np.array([bool(np.any((c >= lo) & (c < hi))) for c in coords]))
+    tokens = outer_product(per_dim)
+    keep = outer_product([k.astype(np.int64) for k in kept]).astype(bool)
+    chunks = -(-(tokens + int(num_extra)) // int(chunk))
+    max_extent = tuple(int(e.max()) for e in per_dim)
+    return HaloStats(q_box=tuple(int(t) for t in q_box), max_extent=max_extent,
+                     max_tokens=math.prod(max_extent), num_q_tiles=int(keep.sum()),
+                     total_tokens=int(tokens[keep].sum()), total_chunks=int(chunks[keep].sum()))
+
+
+@functools.lru_cache(maxsize=1024)
+def inverse_halo_extents(spatial_shape: tuple, params: semantics.GNAParams,
+                         kv_box: tuple) -> tuple[int, ...]:
+    """Largest inverse halo side per dim over every KV box ``kv_box`` of the grid: the queries
+    that see any key of one box (``TileMap1D.kv_q_start`` / ``kv_q_end``), the halo
+    backward's dK/dV work per query head (``xla_ffi/cuda/halo/halo_plan.h``
+    max_inverse_halo_extent computes the same)."""
+    out = []
+    for axis, n in enumerate(spatial_shape):
+        k, s, d, c = params.dim(axis)
+        tm = semantics.tile_map_1d(int(n), k, s, d, c, int(kv_box[axis]), int(kv_box[axis]))
+        out.append(max(0, int((tm.kv_q_end - tm.kv_q_start).max())))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=256)
+def best_halo_box(spatial_shape: tuple, params: semantics.GNAParams, q_tokens: int,
+                  max_sides: tuple, num_extra: int = 0, chunk: int = 64,
+                  max_tokens: int | None = None, max_side: int | None = None,
+                  query_box: tuple | None = None) -> tuple[int, ...]:
+    """The Q box (power-of-two sides, ``q_tokens`` tokens, sides within ``max_sides``) the
+    halo forward should use: among the boxes whose largest halo respects ``max_tokens`` and
+    ``max_side`` per dim (all boxes if none does), the fewest halo keys loaded over the Q
+    tiles (``HaloStats.total_tokens``: the kernel is bound by moving them), then the fewest
+    key chunks (steps run), then the smallest largest halo (shared memory); ties keep
+    ``power_of_two_boxes`` order."""
+    fits = lambda box: all(t <= m for t, m in zip(box, max_sides))  # noqa: E731
+    boxes = power_of_two_boxes(q_tokens, spatial_shape)
+    boxes = [b for b in boxes if fits(b)] or boxes
+
+    def key(i_box):
+        i, box = i_box
+        s = halo_stats(tuple(spatial_shape), params, box, num_extra, chunk, query_box)
+        over = ((max_tokens is not None and s.max_tokens > max_tokens)
+                or (max_side is not None and max(s.max_extent) > max_side))
+        return (over, s.total_tokens, s.total_chunks, s.max_tokens, i)
+
+    return min(enumerate(boxes), key=key)[1]

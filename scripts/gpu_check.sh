@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one GPU script: build, GPU tests, sanitizer, benchmark; a short table last.
 #
-#   bash scripts/gpu_check.sh [all|build|sm90build|smoke|smoke128|smoke90|sanitize90bwd|suite|dispatch|sanitize|sanitize90|large|sm90self|sm90items|reference|bench|dit|cli|tiles|ncu|ncu80|ncu90jax|ncu90bwd|scaling]...
+#   bash scripts/gpu_check.sh [all|build|sm90build|smoke|smoke128|smoke90|smokehalo|sanitize90bwd|sanitizehalo|suite|dispatch|sanitize|sanitize90|large|sm90self|sm90items|reference|bench|dit|cli|tiles|ncu|ncu80|ncu90jax|ncu90bwd|ncuhalo|scaling]...
 #
 # Runs on a CUDA machine, also one without network access: wheels the machine's image lacks
 # (nvidia-cutlass) come from .whl/; a CUDA library prebuilt elsewhere may come in
@@ -84,7 +84,7 @@ print(u.find_spec('cutlass_library').submodule_search_locations[0])" 2>/dev/null
 fi
 
 # ---- tests -------------------------------------------------------------------------------
-export JAX_GNA_REQUIRE_BACKENDS=sm80,sm90
+export JAX_GNA_REQUIRE_BACKENDS=sm80,sm90,halo
 want smoke && run_stage smoke 400 python3 tests/gpu/test_kernels_sm80_smoke.py
 # Every smoke shape again at head dim 128 (its forward has its own K/V buffering).
 want smoke128 && run_stage smoke128 400 env JAX_GNA_SMOKE_HEAD_DIM=128 \
@@ -95,6 +95,9 @@ want smoke90 && run_stage smoke90 400 env JAX_GNA_SMOKE_BACKEND=sm90 \
   python3 tests/gpu/test_kernels_sm80_smoke.py
 want smoke90 && run_stage smoke90_128 400 env JAX_GNA_SMOKE_BACKEND=sm90 \
   JAX_GNA_SMOKE_HEAD_DIM=128 python3 tests/gpu/test_kernels_sm80_smoke.py
+# The halo kernels' own cases (small windows, GQA with shared halos, streamed key lists; the backward too).
+want smokehalo && run_stage smokehalo 400 env JAX_GNA_SMOKE_BACKEND=halo \
+  python3 tests/gpu/test_kernels_sm80_smoke.py
 want sm90self && [ -x xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest ] && \
   run_stage sm90self 500 xla_ffi/cuda/sm90/test/prebuilt/sm90_fwd_selftest correct
 # The sm90 kernel again with its persistent grid capped at 3 CTAs (JAX_GNA_SM90_MAX_CTAS, a
@@ -107,7 +110,7 @@ want sm90items && run_stage sm90items_suite 580 env JAX_GNA_SM90_MAX_CTAS=3 \
   JAX_GNA_TEST_EXAMPLES="${GNA_EXAMPLES:-200}" python3 -m pytest -q -s -x -p no:cacheprovider \
   tests/test_attention.py -k sm90
 want suite && run_stage suite 580 env JAX_GNA_TEST_EXAMPLES="${GNA_EXAMPLES:-200}" \
-  python3 -m pytest -q -s -x -p no:cacheprovider tests/test_attention.py -k "sm80 or sm90"
+  python3 -m pytest -q -s -x -p no:cacheprovider tests/test_attention.py -k "sm80 or sm90 or halo"
 want dispatch && run_stage dispatch 300 python3 -m pytest -q -p no:cacheprovider \
   tests/gpu/test_jit_dispatch.py
 want large && run_stage large 400 python3 -m pytest -q -p no:cacheprovider \
@@ -141,6 +144,15 @@ if want sanitize90bwd; then   # the sm90 backward kernel through its FFI target
           --tool "$tool" --kernel-name kns=gna_bwd_sm90_kernel --error-exitcode 9 \
           python3 tests/gpu/test_kernels_sm80_smoke.py -k "$case"
       done
+    done
+  done
+fi
+if want sanitizehalo; then   # the halo forward through its FFI target
+  for case in ${SANITIZEHALO_CASES:-halo_2d_7x7_partial halo_2d_gqa_shared_extra halo_2d_13x13_stream_extra halo_3d_query_range}; do
+    for tool in memcheck racecheck synccheck; do
+      run_stage "halo_${tool}_$case" 300 env JAX_GNA_SMOKE_BACKEND=halo compute-sanitizer \
+        --tool "$tool" --kernel-name kns=halo --error-exitcode 9 \
+        python3 tests/gpu/test_kernels_sm80_smoke.py -k "$case"
     done
   done
 fi
@@ -190,26 +202,29 @@ if [[ " ${STAGES[*]} " == *" ncu "* ]] && [ -x xla_ffi/cuda/sm90/test/prebuilt/s
   done
 fi
 # Nsight Compute of a kernel through JAX (named only): `ncu80` profiles the sm80 forward,
-# `ncu90jax` the sm90 one, `ncu90bwd` the sm90 backward (forward+backward calls); one launch
-# per case (NCU80_CASES: ';'-separated
+# `ncu90jax` the sm90 one, `ncu90bwd` the sm90 backward (forward+backward calls), `ncuhalo`
+# the halo forward on a small-window case; one launch per case (NCU80_CASES: ';'-separated
 # "name profile-CLI-args"), full set with per-instruction stall sampling; the report, its
 # details page and its SASS source page go to $OUT. The kernel is matched by its demangled
 # name (the sm80 function name alone is just "fwd_kernel").
-for ncu_stage in ncu80 ncu90jax ncu90bwd; do
+for ncu_stage in ncu80 ncu90jax ncu90bwd ncuhalo; do
   [[ " ${STAGES[*]} " == *" $ncu_stage "* ]] || continue
   backprop=()
+  cases="flux -i 256 256 -w 80 80 -s 16 16 --heads 24 --head-dim 128;seq32k -i 32768 -w 2048 -s 2048 --heads 24 --head-dim 128"
   case $ncu_stage in
     ncu80) backend=sm80 kernel=sm80::fwd_kernel ;;
     ncu90jax) backend=sm90 kernel=gna_fwd_sm90_kernel ;;
     ncu90bwd) backend=sm90 kernel=gna_bwd_sm90_kernel backprop=(--backprop) ;;
+    ncuhalo) backend=halo kernel=halo::fwd_kernel
+      cases="nat56 -i 56 56 -w 7 7 --batch 64 --heads 2 --head-dim 32" ;;
   esac
-  IFS=';' read -ra ncu_jax_cases <<< "${NCU80_CASES:-flux -i 256 256 -w 80 80 -s 16 16;seq32k -i 32768 -w 2048 -s 2048}"
+  IFS=';' read -ra ncu_jax_cases <<< "${NCU80_CASES:-$cases}"
   for c in "${ncu_jax_cases[@]}"; do
     name=${ncu_stage}_${c%% *}
     run_stage "$name" 300 env XLA_FLAGS=--xla_gpu_enable_command_buffer= ncu \
       --clock-control none --kernel-name-base demangled -k "regex:$kernel" \
       --launch-skip 2 --launch-count 1 --set full -f -o "$OUT/$name" \
-      python3 -m jax_gna.profile ${c#* } --heads 24 --head-dim 128 --dtype bf16 \
+      python3 -m jax_gna.profile ${c#* } --dtype bf16 \
       --backend $backend --warmup 1 --repeats 2 --no-device-trace ${backprop[@]+"${backprop[@]}"}
     ncu -i "$OUT/$name.ncu-rep" --page details > "$OUT/${name}_details.txt" 2>&1
     ncu -i "$OUT/$name.ncu-rep" --page source --csv --print-source sass \

@@ -274,7 +274,7 @@ def test_cpu_only_jax_on_a_gpu_machine_is_reported(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["sm80", "sm90"])
+@pytest.mark.parametrize("backend", ["sm80", "sm90", "halo"])
 def test_explain_answers_for_a_kernel_backend_on_cpu(backend):
     q = jax.ShapeDtypeStruct((1, 16, 16, 2, 64), jnp.bfloat16)
     choice = jax_gna.explain(q, q, q, (5, 5), backend=backend, platform="cpu")

@@ -1,10 +1,11 @@
 """The kernels' C++ checks that run on the host (no GPU), built and run here:
 
 * with g++: the brute-force checks of the sm80 scheduler/masks
-  (``tests/cpp/sm80_index_math_check.cc``) and of the sm90 tile map/mask/scheduler/admission
-  (``xla_ffi/cuda/sm90/test/host_check.cc``), both over random problems including query
-  ranges (context parallelism's local step), and the admission of every sm90 self-test case
-  (``xla_ffi/cuda/sm90/test/cases_check.cc``);
+  (``tests/cpp/sm80_index_math_check.cc``), of the sm90 tile map/mask/scheduler/admission
+  (``xla_ffi/cuda/sm90/test/host_check.cc``) and of the halo forward's halos, masks, gathers,
+  plan and admission (``xla_ffi/cuda/halo/test/host_check.cc``), all over random problems
+  including query ranges (context parallelism's local step), and the admission of every sm90
+  self-test case (``xla_ffi/cuda/sm90/test/cases_check.cc``);
 * with nvcc (host code only; skipped without nvcc or the CUTLASS headers): the CuTe layout
   facts the kernels rely on, for every instantiation of the kernel manifest
   (``tests/cpp/sm80_layout_check.cc``, ``xla_ffi/cuda/sm90/test/layout_check.cc``).
@@ -33,6 +34,8 @@ CHECKS = {
                         ["xla_ffi/include", "xla_ffi/cuda"], ["60"], ", 0 failures"),
     "sm90_host": ("xla_ffi/cuda/sm90/test/host_check.cc",
                   ["xla_ffi/include", "xla_ffi/cuda/sm90"], ["300"], ", 0 failures"),
+    "halo_host": ("xla_ffi/cuda/halo/test/host_check.cc",
+                  ["xla_ffi/include", "xla_ffi/cuda"], ["400"], ", 0 failures"),
     "sm90_selftest_cases": ("xla_ffi/cuda/sm90/test/cases_check.cc",
                             ["xla_ffi/include", "xla_ffi/cuda/sm90"], [],
                             "\n0 case(s) refused"),

@@ -136,11 +136,69 @@ JAX_GNA_REGISTER_BWD({{"sm90", DType::{dtype_enum}, {head_dim}, {head_dim}}}, {q
 }}  // namespace jax_gna
 """
 
+_HALO_FWD = """\
+// halo forward, {dtype}, head dim {head_dim}: Q tiles of {q_tile_tokens} tokens, halo chunks of {kv_tile_tokens} keys,
+// at most {ring} chunks of K and V in shared memory.
+#include "common/registry.h"
+#include "halo/fwd_launch.h"
+
+namespace jax_gna {{
+namespace halo {{
+namespace {{
+
+using Config = FwdTraits<{element}, {head_dim}, {ring}>;
+static_assert(Config::kBlockM == {q_tile_tokens} && Config::kChunk == {kv_tile_tokens},
+              "kernel manifest: halo Q tiles and key chunks hold FwdTraits::kBlockM / kChunk tokens");
+
+cudaError_t launch_{stem}(const FwdParams& params, cudaStream_t stream) {{
+  return launch_fwd<Config>(params, stream);
+}}
+
+}}  // namespace
+}}  // namespace halo
+
+JAX_GNA_REGISTER_FWD({{"halo", DType::{dtype_enum}, {head_dim}, {head_dim}}}, {q_tile_tokens}, {kv_tile_tokens},
+                     &halo::launch_{stem});
+
+}}  // namespace jax_gna
+"""
+
+_HALO_BWD = """\
+// halo backward, {dtype}, head dim {head_dim}: dQ over Q tiles of {q_tile_tokens} tokens and halo chunks of
+// {kv_tile_tokens} keys (at most {ring} chunks of K and V in shared memory), dK/dV over KV boxes of {kv_tile_tokens} keys.
+#include "common/registry.h"
+#include "halo/bwd_launch.h"
+
+namespace jax_gna {{
+namespace halo {{
+namespace {{
+
+using DqConfig = DqTraits<{element}, {head_dim}, {ring}>;
+using DkvConfig = DkvTraits<{element}, {head_dim}>;
+static_assert(DqConfig::kBlockM == {q_tile_tokens} && DqConfig::kChunk == {kv_tile_tokens} &&
+              DkvConfig::kBlockN == {kv_tile_tokens},
+              "kernel manifest: halo backward Q tiles, key chunks and KV boxes");
+
+cudaError_t launch_{stem}(const BwdParams& params, cudaStream_t stream) {{
+  return launch_bwd<DqConfig, DkvConfig>(params, stream);
+}}
+
+}}  // namespace
+}}  // namespace halo
+
+JAX_GNA_REGISTER_BWD({{"halo", DType::{dtype_enum}, {head_dim}, {head_dim}}}, {q_tile_tokens}, {kv_tile_tokens},
+                     &halo::launch_{stem});
+
+}}  // namespace jax_gna
+"""
+
 TEMPLATES: dict[tuple[str, str], Template] = {
     ("sm80", "fwd"): Template(_SM80_FWD, ("warps", "stages", "prefetch")),
     ("sm80", "bwd"): Template(_SM80_BWD, ("warps", "warps_m_sdp", "warps_m_dkv")),
     ("sm90", "fwd"): Template(_SM90_FWD, ("stages",)),
     ("sm90", "bwd"): Template(_SM90_BWD, ()),
+    ("halo", "fwd"): Template(_HALO_FWD, ("ring",)),
+    ("halo", "bwd"): Template(_HALO_BWD, ("ring",)),
 }
 
 
@@ -203,12 +261,13 @@ def render_header(m) -> str:
              "  int box_extent_limit;     // largest tile side x dilation (TMA box); 0: none",
              "  int max_dilation;         // largest dilation (TMA traversal stride); 0: any",
              "  int fwd_workspace_bytes;  // forward scratch (FwdParams::workspace)",
+             "  int max_halo_tokens;      // largest halo a halo-loading family serves; 0: none",
              "};", "",
              "inline constexpr Family kFamilies[] = {"]
     for f in m.FAMILIES.values():
         lines.append(f'    {{"{f.name}", {f.min_arch}, {_opt(f.max_arch)}, '
                      f'{_opt(f.box_extent_limit)}, {_opt(f.max_dilation)}, '
-                     f'{f.fwd_workspace_bytes}}},')
+                     f'{f.fwd_workspace_bytes}, {_opt(f.max_halo_tokens)}}},')
     lines += ["};", "",
               "struct Instance {",
               "  std::string_view family;",

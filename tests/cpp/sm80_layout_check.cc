@@ -1,6 +1,7 @@
 // Host-side check of the CuTe register/shared-memory layout tricks the sm80 kernels rely on
 // (xla_ffi/cuda/sm80/mma_utils.h, kernel_traits.h), for every thread of every tiled MMA the
-// kernels instantiate. No GPU needed (CuTe layouts are host code). tests/test_host_checks_cpp.py
+// kernels instantiate, and the halo forward's (xla_ffi/cuda/halo/kernel_traits.h: the same
+// building blocks at its 64-query tiles and 64-key chunks). No GPU needed (CuTe layouts are host code). tests/test_host_checks_cpp.py
 // builds and runs it where nvcc is found; <gen> is the output of
 // `python3 xla_ffi/generate_kernels.py --out <gen>` (jax_gna/kernel_manifest.h):
 //
@@ -22,6 +23,7 @@
 
 #include <cute/tensor.hpp>
 
+#include "halo/kernel_traits.h"
 #include "jax_gna/kernel_manifest.h"
 #include "sm80/kernel_traits.h"
 #include "sm80/mma_utils.h"
@@ -143,6 +145,18 @@ void check_dq(const char* what) {
   check_row_blocks<typename T::SmemLayoutKV, T::kBlockN, T::kHeadDim>(what);
 }
 
+template <class T>
+void check_halo_fwd(const char* what) {
+  std::printf("%s: shared memory %d bytes + %d per ring slot (a chunk of K and of V); "
+              "%d with the full ring of %d\n", what, T::kFixedBytes, 2 * T::kChunkBytes,
+              T::smem_bytes(T::kMaxRing), T::kMaxRing);
+  check_accumulator<typename T::TiledMma, T::kBlockM, T::kChunk>(what);
+  check_rowcol<typename T::TiledMma, T::kBlockM, T::kHeadDim>(what);
+  check_transposed<typename T::SmemLayoutKV, typename T::SmemLayoutVt, T::kChunk, T::kHeadDim>(what);
+  check_row_blocks<typename T::SmemLayoutQ, T::kBlockM, T::kHeadDim>(what);
+  check_row_blocks<typename T::SmemLayoutKV, T::kChunk, T::kHeadDim>(what);
+}
+
 int main() {
   // Every sm80 instantiation of the kernel manifest (sm80/fwd_launch.h, bwd_launch.h).
 #define CHECK_FWD(E, D, M, N, WARPS, STAGES, PS, PPV) \
@@ -152,6 +166,10 @@ int main() {
   check_dq<DqTraits<E, D, M, N, 4>>("dq " #E " d" #D);
   JAX_GNA_KERNELS_SM80_FWD(CHECK_FWD)
   JAX_GNA_KERNELS_SM80_BWD(CHECK_BWD)
+  // Every halo instantiation (generated .cu files: halo::FwdTraits<E, D, ring>).
+#define CHECK_HALO(E, D, M, N, RING) \
+  check_halo_fwd<jax_gna::halo::FwdTraits<E, D, RING>>("halo fwd " #E " d" #D);
+  JAX_GNA_KERNELS_HALO_FWD(CHECK_HALO)
   std::printf("%s: %d failures\n", g_failures ? "FAIL" : "PASS", g_failures);
   return g_failures ? 1 : 0;
 }

@@ -1,9 +1,11 @@
 """Under ``jax.jit`` with ``backend=None`` on a CUDA GPU, every supported case runs a kernel.
 
 For each configuration: the selection rule (``jax_gna.explain``) names the expected kernel
-family (on sm90: the Hopper forward for head dims 64/128/256, the portable kernel for the
-rest; the Hopper backward for head dims 64/128 without additional keys, the portable one for
-the rest), the compiled HLO holds the GNA custom call for the forward and for the backward, no fallback happens (``JAX_GNA_REQUIRE_KERNEL=1``), and the jitted result
+family (on sm90: the halo kernels where their rule admits the call and a Q tile's halo holds
+at most ``backends.SMALL_HALO_TOKENS`` keys, else the Hopper forward for head dims 64/128/256
+and the Hopper backward for head dims 64/128 (with additional keys, the portable one's
+extra-token part first); elsewhere the halo kernels where their rule admits the call; the
+portable kernel for the rest), the compiled HLO holds the GNA custom call for the forward and for the backward, no fallback happens (``JAX_GNA_REQUIRE_KERNEL=1``), and the jitted result
 equals the reference's.
 """
 
@@ -46,19 +48,45 @@ CASES = [
     # 1-D dilation 2: a 128-token TMA box spans 128 x 2 = 256 positions, the TMA limit (larger
     # dilations go to the portable kernel: jax_gna/backends.py, sm90 rule).
     JitCase("1d_dilation_extra_fp16", (1000,), (129,), dilation=(2,), dtype="float16",
-            extra=17, sm90_backward=False),
+            extra=17),
     JitCase("2d_dilation3", (30, 36), (5, 7), dilation=(3, 2), head_dim=64),
     JitCase("2d_blocked", (32, 32), (16, 16), stride=(16, 16)),
     JitCase("2d_hdim32_fp16", (20, 28), (5, 7), head_dim=32, dtype="float16",
              sm90_backward=False),
     JitCase("3d_hdim256_fwd", (6, 8, 10), (3, 4, 5), head_dim=256, backward=False),
+    # DiNAT-like: dilation 2 over 14x14, 7x7 windows: halos of 49 keys (the halo kernels,
+    # also on sm90).
+    JitCase("2d_small_halo", (14, 14), (7, 7), dilation=(2, 2), head_dim=64),
 ]
 
 
-def _expected_fwd_family(case: JitCase, arch: int) -> str:
-    # The support table (jax_gna/backends.py) puts sm90 first: on Hopper it serves these
-    # head dims; everything else goes to the portable sm80 family.
-    return "sm90" if arch >= 90 and case.head_dim in (64, 128, 256) else "sm80"
+def _halo_serves(case: JitCase, arch: int, inputs, direction: str, *, small: bool) -> bool:
+    """Does the halo family's rule admit the call (and, with ``small``, are its Q tiles'
+    halos within ``backends.SMALL_HALO_TOKENS``, where it precedes sm90)?"""
+    q, k, v, ek, _ = inputs
+    kcase = backends.case_for(q, k, v, case.kernel_size, case.stride, case.dilation,
+                              case.causal, additional_keys=ek)
+    if backends.kernel_family("halo").unsupported_reason(kcase, direction, arch) is not None:
+        return False
+    return not small or \
+        backends.halo_box_for(kcase.config, kcase)[1].max_tokens <= backends.SMALL_HALO_TOKENS
+
+
+def _expected_fwd_family(case: JitCase, arch: int, inputs) -> str:
+    # The support table (jax_gna/backends.py): sm90 first on Hopper for these head dims,
+    # unless the halo kernels serve the call with small halos; then halo where its rule
+    # admits the call; everything else goes to the portable sm80 family.
+    if arch >= 90 and case.head_dim in (64, 128, 256):
+        small = _halo_serves(case, arch, inputs, backends.FORWARD, small=True)
+        return "halo" if small else "sm90"
+    return "halo" if _halo_serves(case, arch, inputs, backends.FORWARD, small=False) else "sm80"
+
+
+def _expected_bwd_family(case: JitCase, arch: int, inputs) -> str:
+    if arch >= 90 and case.sm90_backward:
+        small = _halo_serves(case, arch, inputs, backends.BACKWARD, small=True)
+        return "halo" if small else "sm90"
+    return "halo" if _halo_serves(case, arch, inputs, backends.BACKWARD, small=False) else "sm80"
 
 
 def _inputs(case: JitCase):
@@ -100,12 +128,11 @@ def test_jit_uses_the_kernel(case, monkeypatch):
 
     choice = jax_gna.explain(q, k, v, case.kernel_size, case.stride, case.dilation,
                              case.causal, additional_keys=ek)
-    assert choice["fwd"].startswith(_expected_fwd_family(case, arch)), choice
+    assert choice["fwd"].startswith(_expected_fwd_family(case, arch, inputs)), choice
     if case.backward:
-        # The Hopper backward serves head dims 64/128 without additional keys; the rest
-        # (additional keys, head dim 32) goes to the portable backward.
-        want_bwd = "sm90" if arch >= 90 and case.sm90_backward else "sm80"
-        assert choice["bwd"].startswith(want_bwd), choice
+        # The Hopper backward serves head dims 64/128 (additional keys included); then the
+        # halo backward where its rule admits the call; the portable one for the rest.
+        assert choice["bwd"].startswith(_expected_bwd_family(case, arch, inputs)), choice
 
     fwd = jax.jit(_attention(case))
     hlo = fwd.lower(*inputs).compile().as_text()

@@ -1,7 +1,9 @@
 """Smoke test of the sm80 CUDA kernels, straight through their XLA FFI targets.
 
 Run on a GPU machine after ``pip install .`` (builds libjax_gna_cuda.so); the kernel family
-is ``JAX_GNA_SMOKE_BACKEND`` (default sm80; sm90 runs the Hopper kernels the same way):
+is ``JAX_GNA_SMOKE_BACKEND`` (default sm80; sm90 runs the Hopper kernels the same way; halo
+runs the small-window kernels on their own cases, ``_halo_cases``; its backward, head dims
+32/64, refuses additional tokens):
 
     python tests/gpu/test_kernels_sm80_smoke.py            # PASS/FAIL table, exit code 1 on failure
     python tests/gpu/test_kernels_sm80_smoke.py -k causal  # only cases whose name contains "causal"
@@ -63,9 +65,85 @@ class Case:
     # max again and again (the forward's lazy rescaling: skipped below its threshold,
     # taken above).
     key_ramp: float = 0.0
+    # Environment variables set around the kernel calls ((name, value) pairs; test hooks of
+    # the launchers, e.g. JAX_GNA_HALO_HEADS_PER_CTA).
+    env: tuple = ()
+    # The forward must refuse the call ("cannot serve ..."): the row passes when it does.
+    refused: bool = False
+
+
+def _halo_cases() -> list[Case]:
+    """The halo forward's cases: windows of 3-13 (and the edges of its rule), 2-D/3-D grids,
+    partial tiles, dilation up to length / kernel_size, stride, causal dims, GQA with one
+    head per CTA and with heads sharing a resident halo (JAX_GNA_HALO_HEADS_PER_CTA),
+    additional tokens, key lists longer than the shared-memory ring (streamed), head dims
+    32/64/128 in bf16 and fp16. The backward (head dims 32/64) runs on every case; with
+    additional tokens it must refuse (a SKIP row with the reason)."""
+    f = dict(bwd=False)
+    share = lambda n: (("JAX_GNA_HALO_HEADS_PER_CTA", str(n)),)  # noqa: E731
+    c = [
+        Case("halo_2d_7x7", (56, 56), (7, 7), batch=1, **f),
+        Case("halo_2d_7x7_partial", (30, 27), (7, 7), **f),
+        Case("halo_2d_even_k", (20, 22), (4, 6), **f),
+        Case("halo_2d_dilation", (48, 40), (5, 7), dilation=(2, 3), **f),
+        Case("halo_2d_dinat_max", (42, 42), (7, 7), dilation=(6, 6), **f),
+        Case("halo_2d_stride", (30, 30), (7, 7), stride=(2, 3), **f),
+        Case("halo_2d_blocked", (32, 32), (8, 8), stride=(8, 8), **f),
+        Case("halo_2d_causal", (20, 24), (5, 7), causal=(True, True), **f),
+        Case("halo_2d_causal_dil", (33, 30), (3, 5), dilation=(3, 2), causal=(True, False), **f),
+        Case("halo_3d_3x3x3", (8, 12, 10), (3, 3, 3), **f),
+        Case("halo_3d_causal_t", (8, 14, 14), (3, 5, 5), causal=(True, False, False), **f),
+        Case("halo_3d_dilation", (12, 12, 12), (3, 3, 3), dilation=(1, 2, 4), **f),
+        Case("halo_1d", (300,), (13,), **f),
+        Case("halo_1d_causal", (257,), (31,), causal=(True,), **f),
+        # GQA: one query head per CTA, then query heads sharing the CTA's halo.
+        Case("halo_2d_gqa", (28, 28), (7, 7), heads_q=8, heads_kv=2, **f),
+        Case("halo_2d_gqa_shared", (28, 28), (7, 7), heads_q=8, heads_kv=2, env=share(4), **f),
+        Case("halo_2d_gqa_shared_extra", (20, 20), (5, 5), heads_q=6, heads_kv=2,
+             num_extra=37, env=share(3), **f),
+        # Additional tokens after the halo in the key list (sharing its last chunk), over
+        # several chunks.
+        Case("halo_2d_extra", (24, 24), (5, 5), num_extra=70, **f),
+        Case("halo_1d_extra_causal", (150,), (9,), num_extra=5, causal=(True,), heads_q=4,
+             heads_kv=2, **f),
+        # Key lists longer than the ring (head dim 32/64/128: 8/4/2 chunks of 64 keys) stream
+        # through it; the head-sharing hook does not apply to them.
+        Case("halo_2d_13x13_stream", (40, 40), (13, 13), **f),
+        Case("halo_2d_13x13_stream_extra", (40, 40), (13, 13), num_extra=100, heads_q=4,
+             heads_kv=1, env=share(4), **f),
+        Case("halo_2d_7x7_hdim128_stream", (28, 28), (7, 7), head_dim=128, **f),
+        Case("halo_2d_hdim32_stream_extra", (40, 40), (13, 13), num_extra=200, head_dim=32,
+             **f),
+        Case("halo_2d_explicit_box", (33, 17), (5, 5), q_tile=(4, 16), **f),
+        Case("halo_2d_query_range", (24, 30), (7, 9), stride=(2, 3), dilation=(1, 2),
+             causal=(False, True), query_box=((5, 17), (0, 30)), **f),
+        Case("halo_3d_query_range", (12, 8, 8), (5, 3, 3), heads_q=4, heads_kv=2, num_extra=5,
+             query_box=((3, 9), (0, 8), (1, 7)), **f),
+        Case("halo_2d_rising_keys", (32, 32), (13, 13), key_ramp=12.0, dtype="fp16", batch=1,
+             **f),
+        Case("halo_2d_many_heads", (14, 14), (3, 3), batch=16, heads_q=8, heads_kv=8, **f),
+        # Past the rule's halo limit: refused with the reason.
+        Case("halo_2d_large_window_refused", (64, 64), (31, 31), refused=True, **f),
+    ]
+    for d in (32, 64, 128):
+        for dt in ("bf16", "fp16"):
+            c.append(Case(f"halo_2d_{dt}_hdim{d}", (20, 22), (5, 7), dilation=(1, 2),
+                          num_extra=9, head_dim=d, dtype=dt, heads_q=4, heads_kv=2, **f))
+    # The backward without additional tokens: dtypes x head dims, GQA (dK/dV summed over the
+    # group inside a CTA), causal with dilation, a KV box other than the Q box.
+    for d in (32, 64):
+        for dt in ("bf16", "fp16"):
+            c.append(Case(f"halo_2d_bwd_{dt}_hdim{d}", (20, 22), (5, 7), dilation=(1, 2),
+                          causal=(True, False), head_dim=d, dtype=dt, heads_q=4, heads_kv=2,
+                          **f))
+    c.append(Case("halo_2d_bwd_kv_box", (30, 27), (7, 7), q_tile=(8, 8), kv_tile=(4, 16),
+                  heads_q=6, heads_kv=2, **f))
+    return [dataclasses.replace(x, bwd=not x.refused) for x in c]
 
 
 def _cases() -> list[Case]:
+    if BACKEND == "halo":
+        return _with_head_dim_override(_halo_cases())
     c = []
     # 1-D: partial tiles (L not a multiple of any tile), odd/even kernels, stride, dilation
     # (groups of different lengths), causal.
@@ -110,6 +188,10 @@ def _cases() -> list[Case]:
                   batch=3, bwd=False))
     c.append(Case("1d_hdim128_causal_gqa", (700,), (257,), causal=(True,), heads_q=6,
                   heads_kv=2, head_dim=128, num_extra=40, dtype="fp16"))
+    return _with_head_dim_override(c)
+
+
+def _with_head_dim_override(c: list[Case]) -> list[Case]:
     # JAX_GNA_SMOKE_HEAD_DIM=D: every case at head dim D (e.g. 128: every shape through that
     # instantiation's tiles); forward only where the backend has no backward at D.
     override = os.environ.get("JAX_GNA_SMOKE_HEAD_DIM")
@@ -207,6 +289,40 @@ def _box(tokens, spatial, kernel_size):
     return tuple(box)
 
 
+def _q_box(case: Case, params, tokens):
+    """The Q box of a case: its own when it has the kernel's token count, else the halo rule's
+    (halo: jax_gna.tiles.best_halo_box, what the lowering passes) or a window-shaped one."""
+    if case.q_tile and math.prod(case.q_tile) == tokens:
+        return case.q_tile
+    if BACKEND == "halo":
+        from jax_gna import kernel_manifest, tiles
+        return tiles.best_halo_box(case.spatial, params, tokens,
+                                   tuple(256 // d for d in params.dilation), case.num_extra,
+                                   64, kernel_manifest.FAMILIES["halo"].max_halo_tokens, 256,
+                                   case.query_box)
+    return _box(tokens, case.spatial, params.kernel_size)
+
+
+class _Env:
+    """Sets (name, value) pairs in os.environ for the duration of a with-block."""
+
+    def __init__(self, pairs):
+        self.pairs = pairs
+        self.saved = {}
+
+    def __enter__(self):
+        for name, value in self.pairs:
+            self.saved[name] = os.environ.get(name)
+            os.environ[name] = value
+
+    def __exit__(self, *exc):
+        for name, old in self.saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
+
+
 def _attrs(params, scale, q_box, kv_box, spatial, query_box=None):
     ranges = query_box or tuple((0, int(n)) for n in spatial)
     return dict(backend=BACKEND,
@@ -265,7 +381,8 @@ def bwd_kernel(q, k, v, ek, ev, out, lse, dout, dlse, params, scale, q_box, kv_b
     f32 = jnp.float32
     e = ek.shape[1]
     structs = tuple(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in (q, k, v, ek, ev)) + (
-        jax.ShapeDtypeStruct((0,) if deterministic else q.shape, f32),
+        # dq_accum: unused by the halo backward (dQ written directly), as the lowering passes
+        jax.ShapeDtypeStruct((0,) if deterministic or BACKEND == "halo" else q.shape, f32),
         jax.ShapeDtypeStruct(lse.shape, f32),
         jax.ShapeDtypeStruct((2, splits) + tuple(ek.shape) if e else (0,), f32))
     attrs = _attrs(params, scale, q_box, kv_box, q.shape[1:1 + params.rank], query_box)
@@ -334,14 +451,17 @@ def run_case(case: Case, tokens, rng):
         row("fwd", "SKIP (not compiled)")
     else:
         qt, kt = tokens[key]
-        q_box = case.q_tile if case.q_tile and math.prod(case.q_tile) == qt else \
-            _box(qt, case.spatial, params.kernel_size)
+        q_box = _q_box(case, params, qt)
         kv_box = case.kv_tile if case.kv_tile and math.prod(case.kv_tile) == kt else \
             _box(kt, case.spatial, params.kernel_size)
-        ref = reference(case, params, q, k, v, ek, ev, scale)
+        ref = None if case.refused else reference(case, params, q, k, v, ek, ev, scale)
         try:
-            (out, lse), ms = fwd_kernel(q, k, v, ek, ev, params, scale, q_box, kv_box,
-                                        case.query_box)
+            with _Env(case.env):
+                (out, lse), ms = fwd_kernel(q, k, v, ek, ev, params, scale, q_box, kv_box,
+                                            case.query_box)
+            if case.refused:
+                row("fwd", "FAIL (accepted a call it must refuse)", ms)
+                return rows
             out_rel = _rel(np.asarray(out)[pick], ref["out"][pick])
             lse_in = np.asarray(lse, np.float64)[pick]
             lse_abs = float(np.max(np.abs(lse_in - ref["lse"][pick]))) \
@@ -350,7 +470,9 @@ def run_case(case: Case, tokens, rng):
             row("fwd", "PASS" if ok else "FAIL", ms, out=out_rel, lse=lse_abs,
                 tiles=f"{q_box}/{kv_box}")
         except Exception as ex:  # noqa: BLE001 - the table reports every failure
-            if _refusal_expected(str(ex), False, 0, forward=True):
+            if case.refused and "cannot serve" in str(ex):
+                row("fwd", "PASS", note="refused: " + _reason(str(ex)))
+            elif _refusal_expected(str(ex), False, 0, forward=True):
                 row("fwd", "SKIP (refused: " + _reason(str(ex)) + ")")
             else:
                 row("fwd", f"ERROR {type(ex).__name__}: {str(ex).splitlines()[0][:120]}")
@@ -364,10 +486,14 @@ def run_case(case: Case, tokens, rng):
         row("bwd", "SKIP (not compiled)")
         return rows
     qt, kt = tokens[key]
-    q_box = case.q_tile if case.q_tile and math.prod(case.q_tile) == qt else \
-        _box(qt, case.spatial, params.kernel_size)
-    kv_box = case.kv_tile if case.kv_tile and math.prod(case.kv_tile) == kt else \
-        _box(kt, case.spatial, params.kernel_size)
+    if BACKEND == "halo":  # the lowering's boxes: the halo rule's Q box, KV box = Q box
+        q_box = _q_box(case, params, qt)
+        kv_box = case.kv_tile if case.kv_tile and math.prod(case.kv_tile) == kt else q_box
+    else:
+        q_box = case.q_tile if case.q_tile and math.prod(case.q_tile) == qt else \
+            _box(qt, case.spatial, params.kernel_size)
+        kv_box = case.kv_tile if case.kv_tile and math.prod(case.kv_tile) == kt else \
+            _box(kt, case.spatial, params.kernel_size)
     ref0 = reference(case, params, q, k, v, ek, ev, scale)
     out_used = ref0["out"].astype(dt)
     lse_used = ref0["lse"].astype(np.float32)
@@ -419,13 +545,15 @@ def _refusal_expected(msg: str, deterministic: bool, num_extra: int,
                       forward: bool = False) -> bool:
     """A refusal BACKEND's documented rule makes (backends.py, sm90/support.h), a SKIP row:
     the sm90 kernels' TMA box limit (tile side x dilation <= 256; the selection rule picks
-    other boxes or sm80), and the sm90 backward, which computes neither deterministic=True
-    nor additional keys/values (the sm80 one serves those)."""
+    other boxes or sm80), and the halo backward, which does not compute additional
+    keys/values. With additional keys/values or deterministic=True the sm90 backward runs
+    (the FFI handler first launches the sm80 backward for that part): no refusal there."""
+    del deterministic
+    if BACKEND == "halo" and "cannot serve" in msg:
+        return not forward and num_extra > 0 and "additional" in msg
     if BACKEND != "sm90" or "cannot serve" not in msg:
         return False
-    if "TMA box limit" in msg:
-        return True
-    return not forward and (deterministic or num_extra > 0)
+    return "TMA box limit" in msg
 
 
 def _reason(msg: str) -> str:

@@ -15,12 +15,15 @@
 // Backward call
 //   operands  q, k, v, extra_k, extra_v, out, lse, dout [like out], dlse [like lse, f32]
 //   results   dq, dk, dv, dextra_k, dextra_v (like q, k, v, extra_k, extra_v), then
-//             dq_accum f32 [like q] (zeroed here; may be empty in deterministic mode),
+//             dq_accum f32 [like q] (zeroed here; may be empty in deterministic mode and
+//             for the halo backward, which writes dq directly),
 //             delta f32 [like lse] (rowsum(dO * O) - dlse),
 //             dextra_accum f32 [2, S, B, E, Hkv, D] (per-split partial dK/dV of the extra
 //             tokens; S >= 1 splits of the Q tiles; empty when E = 0)
-// Attributes (both): backend (string: "sm80", "sm90", ...), kernel_size, stride, dilation,
-//   is_causal (int64[rank], 0/1), q_tile, kv_tile (int64[rank]: the tile boxes),
+// Attributes (both): backend (string: "sm80", "sm90", "halo", ...), kernel_size, stride,
+//   dilation, is_causal (int64[rank], 0/1), q_tile, kv_tile (int64[rank]: the tile boxes;
+//   for the halo forward kv_tile only states its key-chunk size, for its backward it is the
+//   dK/dV kernel's KV box, halo/README.md),
 //   query_begin, query_end (int64[rank]: the queries to compute, [0, L) for all; params.h),
 //   scale (f32); backward also deterministic (bool).
 #include <cuda_runtime.h>
@@ -43,6 +46,9 @@
 #if defined(JAX_GNA_BUILT_SM90A)
 #include "sm90/sm90_bwd.h"  // admission rule of the Hopper backward
 #include "sm90/sm90_fwd.h"  // admission rule and launch diagnostics of the Hopper kernels
+#endif
+#if defined(JAX_GNA_BUILT_SM80)
+#include "halo/halo_plan.h"  // admission rules of the halo kernels (built with the sm80 family)
 #endif
 
 namespace ffi = ::xla::ffi;
@@ -475,6 +481,15 @@ ffi::Error FwdImpl(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi:
     p.num_sms = Sm90CtaCap(p.num_sms);
   }
 #endif
+#if defined(JAX_GNA_BUILT_SM80)
+  if (backend == "halo") {
+    if (const std::string why = halo::unsupported_reason(p, kernel->q_tile_tokens,
+                                                         kernel->kv_tile_tokens);
+        !why.empty()) {
+      return Invalid("backend 'halo' cannot serve this call: " + why);
+    }
+  }
+#endif
   if (c.shape.batch == 0) return ffi::Error::Success();
   if (cudaError_t err = kernel->launch(p, stream); err != cudaSuccess) {
     std::string what = std::string("forward kernel (") + kernel->key.backend + ") launch";
@@ -522,7 +537,10 @@ ffi::Error BwdImpl(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi:
     JAX_GNA_RETURN_IF_ERROR(CheckDType(name, *bufs.second, c.ffi_dtype));
   }
   JAX_GNA_RETURN_IF_ERROR(CheckDType("dq_accum", *dq_accum, ffi::DataType::F32));
-  const bool dq_accum_used = !deterministic || dq_accum->element_count() > 0;
+  // The dQ atomics of the sm80 / sm90 backward need it unless deterministic; the halo
+  // backward writes dQ directly (no atomics), so it may be empty there too.
+  const bool dq_accum_used =
+      (!deterministic && backend != "halo") || dq_accum->element_count() > 0;
   if (dq_accum_used) {
     const auto qd = q.dimensions();
     JAX_GNA_RETURN_IF_ERROR(
@@ -591,6 +609,49 @@ ffi::Error BwdImpl(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi:
        {"dextra_accum", p.dextra_accum}}));
   JAX_GNA_RETURN_IF_ERROR(NumSms(&p.fwd.num_sms));
   const bool is_sm90 = backend == "sm90";
+  // The sm90 backward has no extra-token work items and no fixed-order dQ: a call with
+  // additional tokens or deterministic=True is split (BwdParams::parts, params.h). The sm80
+  // backward of the same dtype and head dim runs first (delta; the additional tokens' dK/dV
+  // and, unless deterministic, their dQ parts into dq_accum; with deterministic=True its
+  // Q-tile-major dQ kernel over every key), then the sm90 one (its spatial tiles' dK/dV; dQ
+  // and the conversion unless deterministic). Both walk the same 64-token Q tiles; the sm80
+  // dQ kernel walks KV tiles of its own token count, the sm90 box halved.
+  const BwdKernel* first_part = nullptr;
+  BwdParams first_params;
+  if (is_sm90 && (s.num_extra > 0 || deterministic)) {
+    first_part = find_bwd("sm80", c.dtype, s.head_dim, s.head_dim_v);
+    if (first_part == nullptr) {
+      return Invalid("backend 'sm90' backward with additional keys/values or "
+                     "deterministic=True needs the sm80 backward of the same dtype and head "
+                     "dim (it computes that part); not in this build");
+    }
+    if (first_part->q_tile_tokens != kernel->q_tile_tokens) {
+      return Invalid("backend 'sm90' backward: the sm80 backward's Q tile (" +
+                     std::to_string(first_part->q_tile_tokens) + " tokens) differs from the "
+                     "sm90 one's (" + std::to_string(kernel->q_tile_tokens) + ")");
+    }
+    first_params = p;
+    first_params.parts = {/*delta=*/true, /*spatial_tiles=*/false, /*extra_tokens=*/true,
+                          /*dq_final=*/deterministic};
+    if (deterministic) {  // the sm80 dQ kernel's KV box: the sm90 one halved until it fits
+      int* kv = first_params.fwd.tiles.kv;
+      int tokens = kernel->kv_tile_tokens;
+      while (tokens > first_part->kv_tile_tokens) {
+        int dim = 0;
+        while (dim < kMaxRank - 1 && kv[dim] == 1) ++dim;
+        if (kv[dim] % 2 != 0) return Invalid("backend 'sm90' backward: KV box not halvable");
+        kv[dim] /= 2;
+        tokens /= 2;
+      }
+      if (tokens != first_part->kv_tile_tokens) {
+        return Invalid("backend 'sm90' backward: the sm80 backward's KV tile (" +
+                       std::to_string(first_part->kv_tile_tokens) +
+                       " tokens) is not the sm90 one's halved");
+      }
+    }
+    p.parts = {/*delta=*/false, /*spatial_tiles=*/true, /*extra_tokens=*/false,
+               /*dq_final=*/!deterministic};
+  }
 #if defined(JAX_GNA_BUILT_SM90A)
   if (is_sm90) {
     if (const char* why = sm90_bwd_unsupported_reason(p, kernel->q_tile_tokens,
@@ -600,12 +661,27 @@ ffi::Error BwdImpl(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi:
     }
   }
 #endif
+#if defined(JAX_GNA_BUILT_SM80)
+  if (backend == "halo") {
+    if (const std::string why = halo::bwd_unsupported_reason(p, kernel->q_tile_tokens,
+                                                             kernel->kv_tile_tokens);
+        !why.empty()) {
+      return Invalid("backend 'halo' cannot serve this call: " + why);
+    }
+  }
+#endif
   if (s.batch == 0) return ffi::Error::Success();
   if (p.dq_accum != nullptr) {
     if (cudaError_t err =
             cudaMemsetAsync(p.dq_accum, 0, dq_accum->size_bytes(), stream);
         err != cudaSuccess) {
       return CudaFailure("cudaMemsetAsync(dq_accum)", err);
+    }
+  }
+  if (first_part != nullptr) {
+    if (cudaError_t err = first_part->launch(first_params, stream); err != cudaSuccess) {
+      return CudaFailure("backward kernels (sm80: additional tokens / deterministic dQ) launch",
+                         err);
     }
   }
   if (cudaError_t err = kernel->launch(p, stream); err != cudaSuccess) {

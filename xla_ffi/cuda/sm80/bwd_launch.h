@@ -7,6 +7,9 @@
 //   3. deterministic ? bwd_dq_kernel (dQ Q-tile-major, no atomics)
 //                    : bwd_dq_convert_kernel (dq_accum -> dq)
 //   4. bwd_extra_reduce_kernel (E > 0): sum the extra-token partials over splits, in order
+// BwdParams::parts (params.h) selects the steps of a call split with another family:
+// delta -> 1; extra_tokens / spatial_tiles -> the extra-token CTAs (first in the grid) / the
+// spatial ones of 2; dq_final -> 3; extra_tokens -> 4.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -30,8 +33,12 @@ cudaError_t launch_bwd(const BwdParams& p, cudaStream_t stream) {
   const FwdParams& f = p.fwd;
   const ProblemShape& s = f.shape;
   if (s.batch == 0) return cudaSuccess;
-  if (cudaError_t err = launch_bwd_delta<Element, kHeadDim>(p, stream); err != cudaSuccess) {
-    return err;
+  const BwdParams::Parts& parts = p.parts;
+  // The spatial CTAs follow the extra-token ones in the grid: no launch of them alone.
+  if (parts.spatial_tiles && !parts.extra_tokens) return cudaErrorInvalidValue;
+  if (parts.delta) {
+    if (cudaError_t err = launch_bwd_delta<Element, kHeadDim>(p, stream); err != cudaSuccess)
+      return err;
   }
 
   {
@@ -42,12 +49,18 @@ cudaError_t launch_bwd(const BwdParams& p, cudaStream_t stream) {
     if (cudaError_t err = set_max_dynamic_smem(kernel, Traits::kSmemBytes); err != cudaSuccess) {
       return err;
     }
-    const dim3 grid(unsigned(extra_ctas + kv_tiles), unsigned(s.heads_kv), unsigned(s.batch));
-    kernel<<<grid, Traits::kNThreads, Traits::kSmemBytes, stream>>>(p);
-    if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
+    const int64_t ctas = (parts.extra_tokens ? extra_ctas : 0) +
+                         (parts.spatial_tiles ? kv_tiles : 0);
+    if (ctas > 0) {
+      const dim3 grid(unsigned(ctas), unsigned(s.heads_kv), unsigned(s.batch));
+      kernel<<<grid, Traits::kNThreads, Traits::kSmemBytes, stream>>>(p);
+      if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
+    }
   }
 
-  if (p.deterministic) {
+  if (!parts.dq_final) {
+    // Another family's launch adds its dQ parts into dq_accum and converts it.
+  } else if (p.deterministic) {
     auto kernel = &bwd_dq_kernel<DqTraitsT>;
     if (cudaError_t err = set_max_dynamic_smem(kernel, DqTraitsT::kSmemBytes);
         err != cudaSuccess) {
@@ -62,7 +75,7 @@ cudaError_t launch_bwd(const BwdParams& p, cudaStream_t stream) {
     return err;
   }
 
-  if (s.num_extra > 0) {
+  if (s.num_extra > 0 && parts.extra_tokens) {
     const int64_t per_split = int64_t(s.batch) * s.num_extra * s.heads_kv * kHeadDim;
     bwd_extra_reduce_kernel<Element>
         <<<ceil_div_u(per_split, kAuxThreads), kAuxThreads, 0, stream>>>(

@@ -32,12 +32,12 @@ struct RowCopyShape {
   static constexpr int kRowsPerPass = kNThreads / kChunks;
 };
 
-// Issue cp.async loads of kRows rows into the swizzled smem tile sX. row_fn(r, &offset)
-// returns whether row r exists and its element offset from `base`. Missing rows are zero
-// filled (the source address is then `base`, never read).
-template <int kRows, int kHeadDim, int kNThreads, class Element, class SmemTensor, class RowFn>
-CUTE_DEVICE void gather_rows_async(SmemTensor&& sX, const Element* base, RowFn&& row_fn,
-                                   int tid) {
+// Issue cp.async loads of kRows rows into the swizzled smem tile sX. row_src(r) returns row
+// r's first element, or nullptr for a row that does not exist: it is zero filled (its
+// source address is then `fallback`, a valid address that is never read).
+template <int kRows, int kHeadDim, int kNThreads, class Element, class SmemTensor, class RowSrc>
+CUTE_DEVICE void gather_row_ptrs_async(SmemTensor&& sX, RowSrc&& row_src,
+                                       const Element* fallback, int tid) {
   using Shape_ = RowCopyShape<kHeadDim, kNThreads>;
   static_assert(kRows % Shape_::kRowsPerPass == 0, "whole passes");
   tid = opaque(tid);
@@ -50,15 +50,15 @@ CUTE_DEVICE void gather_rows_async(SmemTensor&& sX, const Element* base, RowFn&&
   constexpr bool kBlockPasses = Shape_::kRowsPerPass % 8 == 0;
   constexpr int kPasses = kRows / Shape_::kRowsPerPass;
   // Two phases: every row's address first, then the copies. The copies write shared
-  // memory, so shared-memory reads inside row_fn (row tables) cannot move above an earlier
+  // memory, so shared-memory reads inside row_src (row tables) cannot move above an earlier
   // copy; with the addresses first their latencies overlap instead of adding up per pass.
   const Element* src[kPasses];
   bool valid[kPasses];
   CUTE_UNROLL
   for (int pass = 0; pass < kPasses; ++pass) {
-    int64_t offset = 0;
-    valid[pass] = row_fn(r0 + pass * Shape_::kRowsPerPass, &offset);
-    src[pass] = valid[pass] ? base + offset + chunk * 8 : base;
+    const Element* row = row_src(r0 + pass * Shape_::kRowsPerPass);
+    valid[pass] = row != nullptr;
+    src[pass] = valid[pass] ? row + chunk * 8 : fallback;
   }
   Element* dst0 = &sX(r0, chunk * 8);
   CUTE_UNROLL
@@ -70,6 +70,20 @@ CUTE_DEVICE void gather_rows_async(SmemTensor&& sX, const Element* base, RowFn&&
         *reinterpret_cast<const uint128_t*>(src[pass]), *reinterpret_cast<uint128_t*>(dst),
         valid[pass]);
   }
+}
+
+// The same with rows of one tensor: row_fn(r, &offset) returns whether row r exists and its
+// element offset from `base`.
+template <int kRows, int kHeadDim, int kNThreads, class Element, class SmemTensor, class RowFn>
+CUTE_DEVICE void gather_rows_async(SmemTensor&& sX, const Element* base, RowFn&& row_fn,
+                                   int tid) {
+  gather_row_ptrs_async<kRows, kHeadDim, kNThreads>(
+      sX,
+      [&](int r) -> const Element* {
+        int64_t offset = 0;
+        return row_fn(r, &offset) ? base + offset : nullptr;
+      },
+      base, tid);
 }
 
 // Store kRows rows of the swizzled smem tile sX to global memory, rows that exist only.

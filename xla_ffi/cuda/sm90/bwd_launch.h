@@ -1,6 +1,9 @@
 // Host launch of the sm90 GNA backward: admission (support.h admit_bwd), tensor maps
 // (tensor_maps.h), and the three kernels in stream order:
 //   1. bwd_delta_kernel   delta = rowsum(dO * O) - dLSE          (common/bwd_aux_kernels.h)
+// With BwdParams::parts (params.h) the FFI handler leaves delta, the additional tokens and,
+// with deterministic=True, dQ to an sm80 launch before this one: the kernel then runs
+// without dQ (BwdKernelParams::compute_dq) and step 3 is skipped.
 //   2. gna_bwd_sm90_kernel dK, dV; dQ parts reduce-added into the fp32 dq_accum, which the
 //      FFI handler has zeroed
 //   3. bwd_dq_convert_kernel dq_accum -> dq                       (common/bwd_aux_kernels.h)
@@ -47,8 +50,10 @@ cudaError_t launch_bwd(const BwdParams& bp, cudaStream_t stream) {
     return cudaErrorInvalidValue;
   const ProblemShape& s = fp.shape;
   if (s.batch == 0) return cudaSuccess;
-  if (cudaError_t err = launch_bwd_delta<Element, kHeadDim>(bp, stream); err != cudaSuccess) {
-    return err;
+  const bool compute_dq = !bp.deterministic;  // admit_bwd: deterministic => dQ is sm80's
+  if (bp.parts.delta) {
+    if (cudaError_t err = launch_bwd_delta<Element, kHeadDim>(bp, stream); err != cudaSuccess)
+      return err;
   }
 
   if (kp.desc.total_work > 0) {
@@ -65,10 +70,12 @@ cudaError_t launch_bwd(const BwdParams& bp, cudaStream_t stream) {
         !encode_token_map(&kp.tma_v, fp, fp.v, fp.v_strides, s.heads_kv, fp.tiles.kv, &why) ||
         !encode_token_map(&kp.tma_dk, fp, bp.dk, bp.dk_strides, s.heads_kv, half, &why) ||
         !encode_token_map(&kp.tma_dv, fp, bp.dv, bp.dv_strides, s.heads_kv, half, &why) ||
-        !encode_token_map_typed(&kp.tma_dq, fp, bp.dq_accum, fp.q_strides, s.heads_q,
-                                fp.tiles.q, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, &why)) {
+        (compute_dq &&
+         !encode_token_map_typed(&kp.tma_dq, fp, bp.dq_accum, fp.q_strides, s.heads_q,
+                                 fp.tiles.q, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, &why))) {
       return cudaErrorInvalidValue;
     }
+    kp.compute_dq = compute_dq ? 1 : 0;
     kp.scale = fp.scale;
     kp.scale_log2 = static_cast<float>(static_cast<double>(fp.scale) * 1.4426950408889634);
     kp.lse = fp.lse;
@@ -87,6 +94,7 @@ cudaError_t launch_bwd(const BwdParams& bp, cudaStream_t stream) {
     if (err = cudaGetLastError(); err != cudaSuccess) return err;
   }
 
+  if (!compute_dq || !bp.parts.dq_final) return cudaSuccess;
   return launch_dq_convert<Element, kHeadDim>(bp, stream);
 }
 

@@ -15,6 +15,8 @@
 //   dQ_part = dS K (SS GEMM; at D >= 128 both warpgroups' dS after a 256-thread barrier,
 //   the warpgroup's half of the head-dim columns, bwd_traits.h kDqSplit) |
 //   dQ_part * scale -> staging -> TMA reduce-add into the fp32 dq_accum.
+// With compute_dq = 0 (deterministic=True: the sm80 Q-tile-major dQ kernel ran before this
+// one) a visit ends after the dV / dK GEMMs.
 // dK and dV stay in registers for the whole work item; the epilogue stages them in the
 // warpgroup's own rows of the K and V buffers and stores them with TMA boxes (rows past a
 // group's end are outside the tensor and not written).
@@ -23,6 +25,7 @@
 #include <cmath>
 
 #include <cute/tensor.hpp>
+#include <cute/arch/copy_sm90.hpp>
 #include <cute/arch/copy_sm90_tma.hpp>
 #include <cute/arch/copy_sm90_desc.hpp>
 #include <cutlass/arch/barrier.h>
@@ -211,6 +214,8 @@ struct BwdMainloop {
     store_row_window(rows_col, kMmaThreads, 1, key_row_window(d, it, wg * 64 + frag_row + 8));
 
     const float scale_log2 = p.scale_log2;
+    // Without dQ (deterministic=True: the sm80 dQ kernel computes it) dS stays in registers.
+    const bool compute_dq = p.compute_dq != 0;
     const int n = num_visits(d, it);
     float* stage = ss.dq_stage + wg * (kBlockM * kDqCols);
     const int dq_col0 = kDqSplit ? wg * kDqCols : 0;  // the warpgroup's first dQ column
@@ -260,16 +265,23 @@ struct BwdMainloop {
       // the visit before (this buffer's parity), which it waited for before the barrier
       // that this warpgroup passed last visit.
       Element* ds_visit = ss.ds + (kDqSplit ? (v & 1) * 2 * kdSElems : 0);
-      {
+      if (compute_dq) {
+        // stmatrix .trans: each 8 x 8 block of the dS^T fragment lands as 8 rows of 8
+        // consecutive keys (16 bytes) of dS, one instruction per four blocks, instead of one
+        // 2-byte store per element.
         Tensor sdSt = make_tensor(make_smem_ptr(ds_visit + wg * kdSElems),
                                   typename Traits::SmemLayoutdSt{});
-        Tensor tdSsdS = thr_sdp.partition_C(sdSt);  // where this thread's dS^T elements go
-#pragma unroll
-        for (int i = 0; i < kAcc; ++i) tdSsdS(i) = rdS(i);
+        auto copy_ds = make_tiled_copy_C(Copy_Atom<SM90_U16x8_STSM_T, Element>{}, mma_sdp);
+        auto thr_copy_ds = copy_ds.get_thread_slice(tid);
+        // rdS holds the fragment in the accumulator's element order (convert_acc_to_a).
+        Tensor rdS_c = make_tensor(rdS.data(), acc_dp.layout());
+        copy(copy_ds, thr_copy_ds.retile_S(rdS_c), thr_copy_ds.partition_D(sdSt));
       }
       compiler_fence();
-      cutlass::arch::fence_view_async_shared();  // generic-proxy writes -> WGMMA reads
-      if constexpr (!kDqSplit) NamedBarrier::sync(128, bar);
+      if (compute_dq) {
+        cutlass::arch::fence_view_async_shared();  // generic-proxy writes -> WGMMA reads
+        if constexpr (!kDqSplit) NamedBarrier::sync(128, bar);
+      }
 
       NamedBarrier::sync(kTurnThreads, turn_mine);
       gemm_issue<false>(mma_dkv, rP, tdVrdO(_, _, _, s), acc_dv);
@@ -280,6 +292,7 @@ struct BwdMainloop {
       warpgroup_fence_operand(acc_dk);
       compiler_fence();  // every read of this stage's statistics is above
       Barrier::arrive(&ss.empty[s]);  // Q and dO of this stage are read
+      if (!compute_dq) continue;
       // dQ after dK / dV have retired: P^T and dS^T in registers are dead by then, which
       // keeps dK, dV and dQ within the register budget without serialising the GEMMs.
       {
@@ -327,7 +340,7 @@ struct BwdMainloop {
     // its own rows of the K and V buffers (their last readers are done: this warpgroup's
     // GEMMs, and at kDqSplit the other warpgroup's last dQ GEMM, which read all 128 K rows:
     // the barrier below follows its wait) and stored by TMA boxes of half the KV tile.
-    if constexpr (kDqSplit) NamedBarrier::sync(kMmaThreads, kBwdBarDs);
+    if (kDqSplit && compute_dq) NamedBarrier::sync(kMmaThreads, kBwdBarDs);
 #pragma unroll
     for (int i = 0; i < size(acc_dk); ++i) acc_dk(i) *= p.scale;
     compiler_fence();

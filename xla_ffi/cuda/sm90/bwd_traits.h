@@ -144,6 +144,9 @@ struct BwdKernelParams {
   // dim of extent > 1; warpgroup wg's half starts wg * kv_split_half tokens along it.
   int kv_split_dim;
   int kv_split_half;
+  // 0: dK / dV only (deterministic=True: the sm80 backward's Q-tile-major kernel computes dQ,
+  // launched before this one); tma_dq is then not encoded.
+  int compute_dq;
 };
 
 }  // namespace sm90

@@ -220,11 +220,18 @@ inline bool admit_bwd(const BwdParams& bp, int head_dim, int q_tile_tokens, int 
     *why = "sm90 backward: " + m;
     return false;
   };
-  if (bp.deterministic)
-    return fail("deterministic=True needs a fixed dQ summation order; this kernel adds dQ "
-                "with TMA reductions in arrival order (the sm80 backward serves it)");
-  if (s.num_extra > 0)
-    return fail(fmt("additional keys/values (num_extra=%d) are not supported", s.num_extra));
+  // What this kernel leaves to the sm80 backward, which the FFI handler launches first
+  // (BwdParams::parts, params.h): the additional tokens, and with deterministic=True dQ (it
+  // adds dQ with TMA reductions in arrival order; the sm80 Q-tile-major dQ kernel has a fixed
+  // order).
+  if (s.num_extra > 0 && bp.parts.extra_tokens)
+    return fail(fmt("additional keys/values (num_extra=%d): their part is the sm80 "
+                    "backward's (parts.extra_tokens must be off)", s.num_extra));
+  if (bp.deterministic && bp.parts.dq_final)
+    return fail("deterministic=True: dQ is the sm80 backward's Q-tile-major kernel "
+                "(parts.dq_final must be off)");
+  if (!bp.parts.spatial_tiles) return fail("parts.spatial_tiles is off: nothing to compute");
+  const bool compute_dq = !bp.deterministic;
   BwdDesc d{};
   if (!admit_tiles(fp, "sm90 backward", head_dim, q_tile_tokens, kv_tile_tokens, &d.prob, why))
     return false;
@@ -238,6 +245,7 @@ inline bool admit_bwd(const BwdParams& bp, int head_dim, int q_tile_tokens, int 
               {"dv", bp.dv, &bp.dv_strides, 2},
               {"dq_accum", bp.dq_accum, &fp.q_strides, 4}};
   for (const auto& t : tok) {
+    if (!compute_dq && t.esize == 4) continue;  // no dq_accum without dQ
     const std::string bad = token_layout_problem(t.name, t.ptr, *t.st, t.esize, head_dim, s);
     if (!bad.empty()) return fail(bad);
   }

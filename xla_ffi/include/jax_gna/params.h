@@ -104,6 +104,20 @@ struct BwdParams {
   // tokens, one slice per split of the Q tiles (summed in split order: deterministic).
   float* dextra_accum = nullptr;
   int num_extra_splits = 1;
+  // What one launch computes (all of it by default). The FFI handler splits an sm90 call
+  // with additional tokens or deterministic=True into two launches on the stream
+  // (ffi_handlers.cu BwdImpl): the sm80 backward first (delta; the additional tokens' dK/dV
+  // and, unless deterministic, their dQ parts into dq_accum; with deterministic=True its
+  // Q-tile-major dQ kernel, which writes dq over every key), then the sm90 backward (its
+  // spatial tiles' dK/dV, and unless deterministic their dQ and the dq_accum conversion).
+  struct Parts {
+    bool delta = true;          // the delta pass
+    bool spatial_tiles = true;  // the spatial KV tiles' work
+    bool extra_tokens = true;   // the additional tokens' dK/dV (partials and their sum)
+    bool dq_final = true;       // dq written: the dq_accum conversion, or with
+                                // deterministic=True the Q-tile-major dQ kernel
+  };
+  Parts parts;
 };
 
 }  // namespace jax_gna

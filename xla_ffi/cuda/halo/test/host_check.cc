@@ -1,0 +1,621 @@
+// Host-side check of the halo forward's index math (no GPU, plain g++):
+//
+// (tests/test_host_checks_cpp.py builds and runs it; <gen> is the output of
+// `python3 xla_ffi/generate_kernels.py --out <gen>`, for jax_gna/kernel_manifest.h)
+//   g++ -std=c++17 -O2 -I xla_ffi/include -I xla_ffi/cuda -I <gen>
+//       xla_ffi/cuda/halo/test/host_check.cc -o /tmp/halo_check && /tmp/halo_check [n]
+//
+// For random problems (rank 1-3, windows 2..13 and some larger ones, odd/even kernels,
+// strides, dilations up to length / kernel_size, groups of two lengths, causal dims, GQA,
+// additional tokens, every power-of-two 64-token Q box, query ranges) it runs the kernel's own
+// code of halo_plan.h (plan_call, q_tile_dim, halo_box, halo_code, halo_token_delta,
+// halo_origin_offset, row_interval, key_visible; the Q-row tables of sm80/index_math.h) and
+// checks it against a per-element brute force over window.h's windows:
+//  - admission: a call is refused exactly when some Q tile's halo (brute force: the hull of
+//    its queries' windows) exceeds kMaxHaloTokens tokens or kMaxHaloSide along a dim; the
+//    plan's largest halo is the brute-force largest one;
+//  - the grid's CTAs cover every (query head, Q tile) of the computed range once, and the Q
+//    tiles' existing rows cover every query of the range once;
+//  - every key of every query's window lies in its Q tile's halo box (per dim);
+//  - the halo tokens are distinct keys of the Q tile's dilation groups, inside the grid, and
+//    the gather's element offset of each is that key's offset in the tensor;
+//  - per query row, the keys key_visible admits over the whole padded key list are exactly
+//    the spec's neighbourhood (each once) plus every additional token (each once); rows past
+//    a group's end still see at least one key (finite, never stored);
+//  - the plan: ring of >= 2 slots unless every key list is one chunk, a resident plan holds
+//    every CTA's key list, heads_per_cta divides G and is 1 unless resident.
+//
+// `host_check plan RANK  L k s d causal q_side  [per dim]...` prints the plan of one
+// problem (tests/test_halo.py compares it with jax_gna.tiles.halo_stats).
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "halo/halo_plan.h"
+
+using namespace jax_gna;
+using namespace jax_gna::halo;
+
+static int g_failures = 0;
+#define CHECK(cond, ...)                                            \
+  do {                                                              \
+    if (!(cond)) {                                                  \
+      if (++g_failures <= 20) {                                     \
+        std::printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+        std::printf(__VA_ARGS__);                                   \
+        std::printf("\n");                                          \
+      }                                                             \
+    }                                                               \
+  } while (0)
+
+// Does query i see key j along one dim? window.h's per-query window (the one C++ copy of the
+// window math, checked against jax_gna/semantics.py by tests/test_window_cpp.py); what is
+// checked here is the halo kernel's tile-level code.
+static bool spec_sees(int i, int j, const DimParams& p) {
+  if (i % p.dilation != j % p.dilation) return false;
+  const Range r = window(i, p);
+  return j / p.dilation >= r.begin && j / p.dilation < r.end;
+}
+
+struct Problem {
+  int rank;
+  DimParams dims[kMaxRank];
+  int q[kMaxRank];
+  int batch, hq, hkv, extra, num_sms;
+  int qbegin[kMaxRank], qend[kMaxRank];
+};
+
+static FwdParams make_params(const Problem& pr) {
+  FwdParams fp;
+  ProblemShape& s = fp.shape;
+  s.batch = pr.batch;
+  s.heads_q = pr.hq;
+  s.heads_kv = pr.hkv;
+  s.head_dim = s.head_dim_v = 64;
+  s.num_extra = pr.extra;
+  for (int d = 0; d < kMaxRank; ++d) {
+    s.dims[d] = pr.dims[d];
+    s.query_begin[d] = pr.qbegin[d];
+    s.query_end[d] = pr.qend[d];
+    fp.tiles.q[d] = pr.q[d];
+    fp.tiles.kv[d] = pr.q[d];
+  }
+  fp.dtype = DType::kBFloat16;
+  fp.num_sms = pr.num_sms;
+  // Strides of a [B, S0, S1, S2, H, D] tensor (the handler's MakeTokenStrides).
+  const int64_t dh = s.head_dim;
+  TokenStrides kst;
+  kst.head = dh;
+  int64_t stride = int64_t(pr.hkv) * dh;
+  for (int d = kMaxRank - 1; d >= 0; --d) {
+    kst.spatial[d] = stride;
+    stride *= s.dims[d].length;
+  }
+  kst.batch = stride;
+  fp.k_strides = fp.v_strides = kst;
+  return fp;
+}
+
+static std::string dims_str(const Problem& pr) {
+  std::string out;
+  for (int d = kMaxRank - pr.rank; d < kMaxRank; ++d) {
+    const DimParams& p = pr.dims[d];
+    char buf[160];
+    std::snprintf(buf, sizeof(buf), "[L%d k%d s%d d%d c%d q%d r%d-%d]", p.length, p.kernel_size,
+                  p.stride, p.dilation, int(p.causal), pr.q[d], pr.qbegin[d], pr.qend[d]);
+    out += buf;
+  }
+  char buf[96];
+  std::snprintf(buf, sizeof(buf), " B%d H%d/%d E%d", pr.batch, pr.hq, pr.hkv, pr.extra);
+  return out + buf;
+}
+
+// Brute force: along one dim, the largest hull of the windows of the queries of one Q tile
+// (all groups, all tiles of `tile` tokens), from per-query windows.
+static int brute_max_extent(const DimParams& p, int tile) {
+  int best = 0;
+  for (int g = 0; g < p.dilation; ++g) {
+    const int lg = group_length(g, p.length, p.dilation);
+    for (int q0 = 0; q0 < lg; q0 += tile) {
+      int lo = 1 << 30, hi = -1;
+      for (int ii = q0; ii < std::min(q0 + tile, lg); ++ii) {
+        const Range w = window(g + p.dilation * ii, p);
+        lo = std::min(lo, w.begin);
+        hi = std::max(hi, w.end);
+      }
+      best = std::max(best, hi - lo);
+    }
+  }
+  return best;
+}
+
+static void check_problem(const Problem& pr, int max_ring, int hook) {
+  const FwdParams fp = make_params(pr);
+  const ProblemShape& s = fp.shape;
+  const std::string where = dims_str(pr);
+  Plan plan;
+  const std::string why = plan_call(fp, kBlockM, kChunk, max_ring, hook, &plan);
+  CHECK(why == unsupported_reason(fp, kBlockM, kChunk), "%s: admission differs by ring",
+        where.c_str());
+
+  // Admission against the brute-force halos.
+  int64_t tokens = 1;
+  bool side_ok = true;
+  for (int d = 0; d < kMaxRank; ++d) {
+    const int e = brute_max_extent(s.dims[d], pr.q[d]);
+    tokens *= e;
+    side_ok = side_ok && e <= kMaxHaloSide;
+    if (why.empty()) CHECK(plan.max_extent[d] == e, "%s: dim %d extent %d, brute %d",
+                           where.c_str(), d, plan.max_extent[d], e);
+  }
+  const bool serves = side_ok && tokens <= kMaxHaloTokens;
+  CHECK(serves == why.empty(), "%s: brute force %s (halo %lld), plan_call says '%s'",
+        where.c_str(), serves ? "serves" : "refuses", static_cast<long long>(tokens),
+        why.c_str());
+  if (!why.empty()) {
+    CHECK(why.find("halo") != std::string::npos, "%s: reason '%s' names no halo", where.c_str(),
+          why.c_str());
+    return;
+  }
+
+  // The plan.
+  const int G = s.heads_q / s.heads_kv;
+  CHECK(plan.max_halo_tokens == tokens, "%s", where.c_str());
+  CHECK(plan.max_chunks == ceil_div(int(tokens) + s.num_extra, kChunk), "%s", where.c_str());
+  CHECK(plan.ring_slots >= 2 || plan.max_chunks == 1, "%s: ring %d", where.c_str(),
+        plan.ring_slots);
+  CHECK(plan.ring_slots <= max_ring && plan.ring_slots <= plan.max_chunks, "%s", where.c_str());
+  CHECK(plan.resident == (plan.max_chunks <= plan.ring_slots), "%s", where.c_str());
+  CHECK(plan.group == G && G % plan.heads_per_cta == 0 &&
+            plan.head_groups * plan.heads_per_cta == G,
+        "%s: hpc %d", where.c_str(), plan.heads_per_cta);
+  CHECK(plan.heads_per_cta == 1 || plan.resident, "%s: shared halo not resident", where.c_str());
+  if (hook > 0 && plan.resident) {
+    int want = 1;
+    for (int c = 1; c <= std::min(hook, G); ++c)
+      if (G % c == 0) want = c;
+    CHECK(plan.heads_per_cta == want, "%s: hook %d, hpc %d", where.c_str(), hook,
+          plan.heads_per_cta);
+  }
+
+  // Grid and heads: every (query head, Q tile) once.
+  const sm80::TileGrid grid = sm80::q_tile_grid(s, fp.tiles.q);
+  CHECK(grid.total() == plan.num_q_tiles, "%s", where.c_str());
+  std::set<std::pair<int64_t, int>> items;
+  for (int64_t x = 0; x < plan.num_q_tiles * plan.head_groups; ++x) {
+    for (int hkv = 0; hkv < s.heads_kv; ++hkv) {
+      const int head0 = hkv * G + int(x % plan.head_groups) * plan.heads_per_cta;
+      for (int i = 0; i < plan.heads_per_cta; ++i) {
+        const int h = head0 + i;
+        CHECK(h / G == hkv, "%s: head %d of KV head %d", where.c_str(), h, hkv);
+        CHECK(items.insert({x / plan.head_groups, h}).second, "%s: item twice", where.c_str());
+      }
+    }
+  }
+  CHECK(int64_t(items.size()) == plan.num_q_tiles * s.heads_q, "%s", where.c_str());
+
+  // Per Q tile: rows, halo, gathers, masks.
+  const int64_t n_tokens = s.tokens();
+  std::vector<int> covered(size_t(n_tokens), 0);
+  for (int64_t t = 0; t < plan.num_q_tiles; ++t) {
+    DimTile q[kMaxRank];
+    for (int d = 0; d < kMaxRank; ++d)
+      q[d] = q_tile_dim(int(t), grid.tiles, grid.tiling[d], s, d, fp.tiles);
+    const HaloBox h = halo_box(q, s);
+    const int H = h.tokens();
+    const int num_keys = H + s.num_extra;
+    const int num_chunks = ceil_div(num_keys, kChunk);
+    for (int d = 0; d < kMaxRank; ++d) {
+      CHECK(h.extent[d] >= 1 && h.extent[d] <= plan.max_extent[d], "%s", where.c_str());
+      CHECK(h.origin[d] >= 0 && h.origin[d] + h.extent[d] <= q[d].group_len,
+            "%s: halo leaves the group", where.c_str());
+    }
+    CHECK(H <= plan.max_halo_tokens && num_chunks <= plan.max_chunks, "%s", where.c_str());
+    if (plan.resident) CHECK(num_chunks <= plan.ring_slots, "%s", where.c_str());
+
+    // Halo tokens: distinct keys of the groups, gather offsets.
+    std::vector<uint32_t> codes(static_cast<size_t>(H));
+    std::vector<int64_t> key_flat(static_cast<size_t>(H));
+    std::set<int64_t> distinct;
+    const int64_t origin_off = halo_origin_offset(q, h, s, fp.k_strides.spatial);
+    for (int j = 0; j < H; ++j) {
+      codes[j] = halo_code(j, h.extent);
+      int64_t flat = 0, off = 0;
+      for (int d = 0; d < kMaxRank; ++d) {
+        const int y = sm80::code_field(codes[j], d);
+        CHECK(y < h.extent[d], "%s: code field", where.c_str());
+        const int c = q[d].group + s.dims[d].dilation * (h.origin[d] + y);
+        CHECK(c >= 0 && c < s.dims[d].length && c % s.dims[d].dilation == q[d].group,
+              "%s: key coordinate %d along dim %d", where.c_str(), c, d);
+        flat = flat * s.dims[d].length + c;
+        off += int64_t(c) * fp.k_strides.spatial[d];
+      }
+      key_flat[j] = flat;
+      CHECK(distinct.insert(flat).second, "%s: halo token %d twice", where.c_str(), j);
+      CHECK(origin_off + halo_token_delta(codes[j], s, fp.k_strides.spatial) == off,
+            "%s: gather offset of halo token %d", where.c_str(), j);
+    }
+
+    const sm80::TileRows q_rows = sm80::tile_rows(q, s);
+    int box[kMaxRank];
+    for (int d = 0; d < kMaxRank; ++d) box[d] = fp.tiles.q[d];
+    for (int r = 0; r < kBlockM; ++r) {
+      const uint32_t qcode = sm80::box_code(r, box);
+      int64_t qoff = 0;
+      const bool exists = sm80::row_offset(q_rows, qcode, fp.k_strides.spatial, &qoff);
+      int qc[kMaxRank];
+      bool in_group = true;
+      int64_t qflat = 0;
+      for (int d = 0; d < kMaxRank; ++d) {
+        const int ii = q[d].begin + sm80::code_field(qcode, d);
+        in_group = in_group && ii < q[d].group_len;
+        qc[d] = q[d].group + s.dims[d].dilation * ii;
+        qflat = qflat * s.dims[d].length + qc[d];
+      }
+      CHECK(exists == in_group, "%s: row %d existence", where.c_str(), r);
+      int wb[kMaxRank], we[kMaxRank];
+      sm80::query_row_window(qcode, q, s, wb, we);
+      const BoxInterval iv = row_interval(wb, we, h);
+      std::set<int64_t> admitted;
+      int extras = 0;
+      for (int j = 0; j < num_chunks * kChunk; ++j) {
+        const uint32_t code = j < H ? codes[j] : 0u;
+        if (!key_visible(iv, j, H, num_keys, code)) continue;
+        CHECK(j < num_keys, "%s: padding key %d visible", where.c_str(), j);
+        if (j < H) {
+          CHECK(admitted.insert(key_flat[j]).second, "%s", where.c_str());
+        } else {
+          ++extras;
+        }
+      }
+      if (!exists) {
+        CHECK(!admitted.empty(), "%s: row %d past the group sees no key", where.c_str(), r);
+        continue;
+      }
+      ++covered[size_t(qflat)];
+      CHECK(extras == s.num_extra, "%s: row %d sees %d of %d additional tokens", where.c_str(),
+            r, extras, s.num_extra);
+      // Its window lies in the halo, and the admitted keys are the neighbourhood.
+      std::set<int64_t> spec;
+      std::vector<int> keys[kMaxRank];
+      for (int d = 0; d < kMaxRank; ++d) {
+        const Range w = window(qc[d], s.dims[d]);
+        CHECK(w.begin >= h.origin[d] && w.end <= h.origin[d] + h.extent[d],
+              "%s: window [%d, %d) of row %d outside the halo [%d, %d) along dim %d",
+              where.c_str(), w.begin, w.end, r, h.origin[d], h.origin[d] + h.extent[d], d);
+        for (int c = 0; c < s.dims[d].length; ++c)
+          if (spec_sees(qc[d], c, s.dims[d])) keys[d].push_back(c);
+      }
+      for (int a : keys[0])
+        for (int b : keys[1])
+          for (int c : keys[2])
+            spec.insert((int64_t(a) * s.dims[1].length + b) * s.dims[2].length + c);
+      CHECK(admitted == spec, "%s: row %d admits %zu keys, the neighbourhood has %zu",
+            where.c_str(), r, admitted.size(), spec.size());
+    }
+  }
+  // Every query of the computed range in exactly one existing row.
+  for (int64_t f = 0; f < n_tokens; ++f) {
+    int c[kMaxRank];
+    int64_t rest = f;
+    for (int d = kMaxRank - 1; d >= 0; --d) {
+      c[d] = int(rest % s.dims[d].length);
+      rest /= s.dims[d].length;
+    }
+    bool in_range = true;
+    for (int d = 0; d < kMaxRank; ++d)
+      in_range = in_range && c[d] >= s.query_begin[d] && c[d] < s.query_end[d];
+    if (in_range) CHECK(covered[size_t(f)] == 1, "%s: query %lld in %d rows", where.c_str(),
+                        static_cast<long long>(f), covered[size_t(f)]);
+    else CHECK(covered[size_t(f)] <= 1, "%s", where.c_str());
+  }
+}
+
+static void random_box(std::mt19937& rng, int rank, int* q) {
+  for (int d = 0; d < kMaxRank; ++d) q[d] = 1;
+  for (int b = 0; b < 6; ++b) q[kMaxRank - rank + int(rng() % unsigned(rank))] *= 2;
+}
+
+static Problem random_problem(std::mt19937& rng) {
+  Problem pr{};
+  pr.rank = 1 + int(rng() % 3);
+  const int max_len = pr.rank == 1 ? 400 : (pr.rank == 2 ? 40 : 14);
+  for (int d = 0; d < kMaxRank; ++d) {
+    pr.dims[d] = DimParams{};
+    pr.qbegin[d] = 0;
+    pr.qend[d] = 1;
+  }
+  for (int d = kMaxRank - pr.rank; d < kMaxRank; ++d) {
+    DimParams& p = pr.dims[d];
+    p.length = 2 + int(rng() % unsigned(max_len - 1));
+    // Windows of the halo regime (2..13) mostly, now and then any that fits.
+    p.kernel_size = rng() % 5 == 0 ? 2 + int(rng() % unsigned(p.length - 1))
+                                   : 2 + int(rng() % 12);
+    p.kernel_size = std::min(p.kernel_size, p.length);
+    const int max_dil = p.length / p.kernel_size;  // DiNAT: up to length / kernel_size
+    p.dilation = rng() % 3 == 0 ? 1 + int(rng() % unsigned(max_dil)) : 1;
+    p.stride = rng() % 3 == 0 ? 1 + int(rng() % unsigned(p.kernel_size)) : 1;
+    p.causal = rng() % 4 == 0;
+    pr.qbegin[d] = 0;
+    pr.qend[d] = p.length;
+    if (rng() % 3 == 0) {
+      pr.qbegin[d] = int(rng() % unsigned(p.length));
+      pr.qend[d] = pr.qbegin[d] + 1 + int(rng() % unsigned(p.length - pr.qbegin[d]));
+    }
+  }
+  random_box(rng, pr.rank, pr.q);
+  pr.batch = 1 + int(rng() % 2);
+  pr.hkv = 1 + int(rng() % 2);
+  pr.hq = pr.hkv * (1 + int(rng() % 4));
+  pr.extra = rng() % 3 == 0 ? int(rng() % 100) : 0;
+  const int sms[] = {1, 4, 132};
+  pr.num_sms = sms[rng() % 3];
+  return pr;
+}
+
+// Hand-written problems of the halo regime, each served with the expected halo.
+static void check_known() {
+  struct Known {
+    int rank;
+    int L[3], k[3], dil[3], q[3];
+    int max_halo;  // expected largest halo tokens; 0: refused
+  };
+  const Known known[] = {
+      {2, {56, 56}, {7, 7}, {1, 1}, {8, 8}, 14 * 14},
+      {2, {56, 56}, {13, 13}, {1, 1}, {8, 8}, 20 * 20},
+      {2, {56, 56}, {7, 7}, {4, 4}, {8, 8}, 11 * 11},   // groups of 14: hulls 11 and 9
+      {2, {56, 56}, {7, 7}, {8, 8}, {8, 8}, 7 * 7},     // dilation 56 / 7: groups of 7
+      {3, {16, 16, 16}, {3, 3, 3}, {1, 1, 1}, {4, 4, 4}, 6 * 6 * 6},
+      {3, {16, 32, 32}, {7, 7, 7}, {1, 1, 1}, {4, 4, 4}, 0},    // 1000 keys
+      {2, {64, 64}, {31, 31}, {1, 1}, {8, 8}, 0},               // 38 x 38 keys
+      {1, {4096}, {13}, {1}, {64}, 64 + 12},
+      {1, {4096}, {300}, {1}, {64}, 0},                          // 363 > 256 along the dim
+  };
+  for (const Known& kn : known) {
+    Problem pr{};
+    pr.rank = kn.rank;
+    for (int d = 0; d < kMaxRank; ++d) {
+      pr.dims[d] = DimParams{};
+      pr.q[d] = 1;
+      pr.qbegin[d] = 0;
+      pr.qend[d] = 1;
+    }
+    for (int a = 0; a < kn.rank; ++a) {
+      const int d = kMaxRank - kn.rank + a;
+      pr.dims[d] = DimParams{kn.L[a], kn.k[a], 1, kn.dil[a], false};
+      pr.q[d] = kn.q[a];
+      pr.qend[d] = kn.L[a];
+    }
+    pr.batch = 1;
+    pr.hq = pr.hkv = 1;
+    pr.num_sms = 132;
+    Plan plan;
+    const std::string why = plan_call(make_params(pr), kBlockM, kChunk, 4, 0, &plan);
+    CHECK(why.empty() == (kn.max_halo > 0), "%s: '%s'", dims_str(pr).c_str(), why.c_str());
+    if (why.empty()) CHECK(plan.max_halo_tokens == kn.max_halo, "%s: %d", dims_str(pr).c_str(),
+                           plan.max_halo_tokens);
+  }
+}
+
+// ---- Backward: the dK/dV kernel's KV boxes and inverse halos --------------------------------
+
+// Brute force: along one dim, the largest hull of the queries that see a key of one KV box
+// (all groups, all boxes of `tile` keys), from per-query windows.
+static int brute_max_inverse_extent(const DimParams& p, int tile) {
+  int best = 0;
+  for (int g = 0; g < p.dilation; ++g) {
+    const int lg = group_length(g, p.length, p.dilation);
+    for (int k0 = 0; k0 < lg; k0 += tile) {
+      int lo = 1 << 30, hi = -1;
+      for (int ii = 0; ii < lg; ++ii) {
+        const Range w = window(g + p.dilation * ii, p);
+        if (w.begin < std::min(k0 + tile, lg) && w.end > k0) {
+          lo = std::min(lo, ii);
+          hi = std::max(hi, ii + 1);
+        }
+      }
+      if (hi > lo) best = std::max(best, hi - lo);
+    }
+  }
+  return best;
+}
+
+// Coordinates of box row `code` of a tile; whether the row exists.
+static bool row_coords(const sm80::TileRows& rows, uint32_t code, int c[kMaxRank]) {
+  for (int d = 0; d < kMaxRank; ++d) c[d] = rows.base[d] + rows.step[d] * sm80::code_field(code, d);
+  return sm80::in_box_interval(code, code | sm80::kCodeGuard, rows.valid);
+}
+
+static int64_t token_index(const ProblemShape& s, const int c[kMaxRank]) {
+  return (int64_t(c[0]) * s.dims[1].length + c[1]) * s.dims[2].length + c[2];
+}
+
+// For the problem with KV boxes `kv_box`: plan_bwd_call's admission against the brute-force
+// inverse halos; every key in exactly one KV box; per KV box, the query list (inverse halo
+// row-major, padded to whole steps) holds only queries of the computed Q tiles, and the
+// element test of the dK/dV kernel (the key's inverse window shifted into the inverse halo,
+// against the query-list code) admits exactly the spec's (computed query, key) pairs: each
+// key's admitted pairs number the computed queries that see it, so every such query is in
+// the inverse halo.
+static void check_backward(const Problem& pr, const int kv_box[kMaxRank]) {
+  BwdParams bp;
+  bp.fwd = make_params(pr);
+  for (int d = 0; d < kMaxRank; ++d) bp.fwd.tiles.kv[d] = kv_box[d];
+  const ProblemShape& s = bp.fwd.shape;
+  std::string where = dims_str(pr);
+  where += format(" kv %dx%dx%d", kv_box[0], kv_box[1], kv_box[2]);
+  BwdPlan plan;
+  const std::string why = plan_bwd_call(bp, kBlockM, kChunk, 4, 0, &plan);
+  CHECK(why == bwd_unsupported_reason(bp, kBlockM, kChunk), "%s: admission differs by ring",
+        where.c_str());
+  if (s.num_extra > 0) {
+    CHECK(why.find("additional") != std::string::npos, "%s: '%s'", where.c_str(), why.c_str());
+    return;
+  }
+  const std::string fwd_why = unsupported_reason(bp.fwd, kBlockM, kChunk);
+  int64_t tokens = 1;
+  bool side_ok = true;
+  int brute[kMaxRank];
+  for (int d = 0; d < kMaxRank; ++d) {
+    brute[d] = brute_max_inverse_extent(s.dims[d], kv_box[d]);
+    tokens *= brute[d];
+    side_ok = side_ok && brute[d] <= kMaxHaloSide;
+  }
+  const bool serves = fwd_why.empty() && side_ok && tokens <= kMaxHaloTokens;
+  CHECK(serves == why.empty(), "%s: brute force %s (inverse halo %lld), plan_bwd_call '%s'",
+        where.c_str(), serves ? "serves" : "refuses", static_cast<long long>(tokens),
+        why.c_str());
+  if (!why.empty()) return;
+  for (int d = 0; d < kMaxRank; ++d)
+    CHECK(plan.max_inv_extent[d] == brute[d], "%s: dim %d inverse extent %d, brute %d",
+          where.c_str(), d, plan.max_inv_extent[d], brute[d]);
+  CHECK(plan.max_inv_tokens == tokens, "%s", where.c_str());
+
+  // The computed queries: every existing row of the computed Q tiles (the dQ kernel's).
+  const int64_t num_tokens = s.tokens();
+  std::vector<char> computed(num_tokens, 0);
+  const sm80::TileGrid qg = sm80::q_tile_grid(s, bp.fwd.tiles.q);
+  for (int64_t x = 0; x < qg.total(); ++x) {
+    DimTile qt[kMaxRank];
+    sm80::decode_tile(x, qg, s, bp.fwd.tiles.q, true, qt);
+    const sm80::TileRows rows = sm80::tile_rows(qt, s);
+    for (int r = 0; r < kBlockM; ++r) {
+      int c[kMaxRank];
+      if (row_coords(rows, sm80::box_code(r, bp.fwd.tiles.q), c)) computed[token_index(s, c)] = 1;
+    }
+  }
+  // Per key: the computed queries that see it (spec, window.h per query).
+  std::vector<int> seen_by(num_tokens, 0);
+  for (int64_t i = 0; i < num_tokens; ++i) {
+    if (!computed[i]) continue;
+    const int qc[kMaxRank] = {int(i / (int64_t(s.dims[1].length) * s.dims[2].length)),
+                              int(i / s.dims[2].length % s.dims[1].length),
+                              int(i % s.dims[2].length)};
+    Range w[kMaxRank];
+    for (int d = 0; d < kMaxRank; ++d) w[d] = window(qc[d], s.dims[d]);
+    for (int a = w[0].begin; a < w[0].end; ++a)
+      for (int b2 = w[1].begin; b2 < w[1].end; ++b2)
+        for (int c2 = w[2].begin; c2 < w[2].end; ++c2) {
+          const int kc[kMaxRank] = {qc[0] % s.dims[0].dilation + s.dims[0].dilation * a,
+                                    qc[1] % s.dims[1].dilation + s.dims[1].dilation * b2,
+                                    qc[2] % s.dims[2].dilation + s.dims[2].dilation * c2};
+          ++seen_by[token_index(s, kc)];
+        }
+  }
+
+  std::vector<int> covered(num_tokens, 0);
+  const sm80::TileGrid kvg = sm80::tile_grid(s, kv_box);
+  CHECK(kvg.total() == plan.num_kv_tiles, "%s", where.c_str());
+  for (int64_t x = 0; x < kvg.total(); ++x) {
+    DimTile kv[kMaxRank];
+    sm80::decode_tile(x, kvg, s, kv_box, false, kv);
+    const HaloBox inv = inverse_halo_box(kv, s, bp.fwd.tiles.q);
+    const int inv_tokens = inv.tokens();
+    for (int d = 0; d < kMaxRank; ++d)
+      CHECK(inv.extent[d] >= 0 && inv.extent[d] <= plan.max_inv_extent[d], "%s: box %lld",
+            where.c_str(), static_cast<long long>(x));
+    const sm80::TileRows kv_rows = sm80::tile_rows(kv, s);
+    const int steps = ceil_div(inv_tokens, kBlockM);
+    for (int c = 0; c < kChunk; ++c) {
+      const uint32_t code = sm80::box_code(c, kv_box);
+      int kc[kMaxRank];
+      const bool exists = row_coords(kv_rows, code, kc);
+      int b[kMaxRank], e[kMaxRank];
+      sm80::key_inverse_window(code, kv, s, b, e);
+      const BoxInterval iv = sm80::shifted_interval(b, e, inv.origin);
+      if (exists) ++covered[token_index(s, kc)];
+      int admitted = 0;
+      for (int q = 0; q < steps * kBlockM; ++q) {
+        const uint32_t qcode = query_list_code(q, inv_tokens, inv.extent);
+        const bool in = sm80::in_box_interval(qcode, qcode | sm80::kCodeGuard, iv);
+        bool expect = false;
+        if (q < inv_tokens) {
+          int qc[kMaxRank];
+          for (int d = 0; d < kMaxRank; ++d)
+            qc[d] = kv[d].group + s.dims[d].dilation * (inv.origin[d] + sm80::code_field(qcode, d));
+          const bool q_ok = computed[token_index(s, qc)] != 0;
+          if (c == 0) CHECK(q_ok, "%s: box %lld lists a query of no computed Q tile",
+                            where.c_str(), static_cast<long long>(x));
+          expect = exists && q_ok;
+          for (int d = 0; d < kMaxRank; ++d) expect = expect && spec_sees(qc[d], kc[d], s.dims[d]);
+        }
+        CHECK(in == expect, "%s: box %lld key %d list %d: mask %d, spec %d", where.c_str(),
+              static_cast<long long>(x), c, q, int(in), int(expect));
+        admitted += in;
+      }
+      if (exists)
+        CHECK(admitted == seen_by[token_index(s, kc)], "%s: key %d admits %d pairs, %d queries "
+              "see it", where.c_str(), c, admitted, seen_by[token_index(s, kc)]);
+    }
+  }
+  for (int64_t i = 0; i < num_tokens; ++i)
+    CHECK(covered[i] == 1, "%s: key %lld in %d KV boxes", where.c_str(),
+          static_cast<long long>(i), covered[i]);
+}
+
+// `plan RANK (L k s d causal q_side) x RANK`: the plan of one problem, for tests/test_halo.py.
+static int print_plan(int argc, char** argv) {
+  if (argc < 3) return 2;
+  Problem pr{};
+  pr.rank = std::atoi(argv[2]);
+  if (pr.rank < 1 || pr.rank > 3 || argc != 3 + 6 * pr.rank) return 2;
+  for (int d = 0; d < kMaxRank; ++d) {
+    pr.dims[d] = DimParams{};
+    pr.q[d] = 1;
+    pr.qbegin[d] = 0;
+    pr.qend[d] = 1;
+  }
+  for (int a = 0; a < pr.rank; ++a) {
+    const int d = kMaxRank - pr.rank + a;
+    char** v = argv + 3 + 6 * a;
+    pr.dims[d] = DimParams{std::atoi(v[0]), std::atoi(v[1]), std::atoi(v[2]), std::atoi(v[3]),
+                           std::atoi(v[4]) != 0};
+    pr.q[d] = std::atoi(v[5]);
+    pr.qend[d] = pr.dims[d].length;
+  }
+  pr.batch = pr.hq = pr.hkv = 1;
+  pr.num_sms = 1;
+  Plan plan;
+  const std::string why = plan_call(make_params(pr), kBlockM, kChunk, 4, 0, &plan);
+  int64_t tokens = 1;
+  std::printf("extents");
+  for (int d = kMaxRank - pr.rank; d < kMaxRank; ++d) {
+    const int e = max_halo_extent(pr.dims[d], pr.q[d]);
+    tokens *= e;
+    std::printf(" %d", e);
+  }
+  std::printf("\ntokens %lld\nserves %d\nreason %s\n", static_cast<long long>(tokens),
+              int(why.empty()), why.c_str());
+  return 0;
+}
+
+int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "plan") == 0) return print_plan(argc, argv);
+  const int iters = argc > 1 ? std::atoi(argv[1]) : 300;
+  std::mt19937 rng(20240611);
+  check_known();
+  int served = 0, served_bwd = 0;
+  for (int it = 0; it < iters; ++it) {
+    const Problem pr = random_problem(rng);
+    const int rings[] = {2, 4, 8};
+    const int max_ring = rings[rng() % 3];
+    const int hook = rng() % 3 == 0 ? 1 + int(rng() % 4) : 0;
+    Plan plan;
+    if (plan_call(make_params(pr), kBlockM, kChunk, max_ring, hook, &plan).empty()) ++served;
+    check_problem(pr, max_ring, hook);
+    int kv_box[kMaxRank];
+    random_box(rng, pr.rank, kv_box);
+    BwdParams bp;
+    bp.fwd = make_params(pr);
+    for (int d = 0; d < kMaxRank; ++d) bp.fwd.tiles.kv[d] = kv_box[d];
+    if (bwd_unsupported_reason(bp, kBlockM, kChunk).empty()) ++served_bwd;
+    check_backward(pr, kv_box);
+  }
+  std::printf("halo host check: %d random problems (%d served, backward %d), %d failures\n",
+              iters, served, served_bwd, g_failures);
+  return g_failures == 0 ? 0 : 1;
+}
