@@ -92,6 +92,10 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
   row_intervals(t, sm80::rowcol_view(thr_mma.partition_C(
                        make_identity_tensor(Shape<Int<kBlockM>, Int<kChunk>>{}))),
                 row_iv);
+  // Chunks outside the warp's key span (fwd_kernel.h) add dS = 0 terms: skipped.
+  const Range span = warp_key_span<kRows>(
+      t, sm80::rowcol_view(thr_mma.partition_C(
+             make_identity_tensor(Shape<Int<kBlockM>, Int<kChunk>>{}))));
   const float scale_log2 = f.scale * float(M_LOG2E);
   const int ring = args.ring_slots;
   const int head0 = int(blockIdx.y) * args.group +
@@ -158,6 +162,10 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
           lse_log2[r] = ss.lse[row] * float(M_LOG2E);
           delta[r] = ss.delta[row];
         }
+      }
+      if (!chunk_seen(span, c * kChunk, kChunk, t.halo_tokens, num_keys)) {
+        slot = slot + 1 == ring ? 0 : slot + 1;
+        continue;
       }
       Tensor acc_s = partition_fragment_C(mma, Shape<Int<kBlockM>, Int<kChunk>>{});
       Tensor acc_dp = partition_fragment_C(mma, Shape<Int<kBlockM>, Int<kChunk>>{});

@@ -108,6 +108,12 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
   row_intervals(t, sm80::rowcol_view(thr_mma.partition_C(
                        make_identity_tensor(Shape<Int<kBlockM>, Int<kChunk>>{}))),
                 row_iv);
+  // A warp's 16 rows see a fraction of the halo (for an 8x8 tile and a 7x7 window, 8 of its
+  // 14 rows): chunks outside their key span hold only -inf scores for them, and skipping
+  // those steps changes no result bit (probabilities 0, running max unchanged).
+  const Range span = warp_key_span<kRows>(
+      t, sm80::rowcol_view(thr_mma.partition_C(
+             make_identity_tensor(Shape<Int<kBlockM>, Int<kChunk>>{}))));
   const float scale_log2 = p.scale * float(M_LOG2E);
   const int ring = args.ring_slots;
   const int head0 = int(blockIdx.y) * args.group +
@@ -158,6 +164,10 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
       if (c == 0) {  // Q fragments, once per head: every chunk's S reuses them
         auto thr_copy_q = copy_q.get_thread_slice(ltid);
         copy(copy_q, thr_copy_q.partition_S(sQ), thr_copy_q.retile_D(tSrQ));
+      }
+      if (!chunk_seen(span, c * kChunk, kChunk, t.halo_tokens, num_keys)) {
+        slot = slot + 1 == ring ? 0 : slot + 1;
+        continue;
       }
       Tensor acc_s = partition_fragment_C(mma, Shape<Int<kBlockM>, Int<kChunk>>{});
       clear(acc_s);

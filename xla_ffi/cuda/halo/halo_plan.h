@@ -114,6 +114,19 @@ GNA_HD BoxInterval row_interval(const int begin[kMaxRank], const int end[kMaxRan
   return sm80::shifted_interval(begin, end, h.origin);
 }
 
+// The positions of the key list a query with window [begin, end) (group-local, per dim) can
+// see among the halo tokens: [first, last + 1) of its window's first and last tokens, as the
+// halo is row-major (dim 2 fastest). Every key it sees lies inside; most of the span is
+// outside the window along the faster dims.
+GNA_HD Range row_key_span(const int begin[kMaxRank], const int end[kMaxRank], const HaloBox& h) {
+  int first = 0, last = 0;
+  for (int d = 0; d < kMaxRank; ++d) {
+    first = first * h.extent[d] + (begin[d] - h.origin[d]);
+    last = last * h.extent[d] + (end[d] - 1 - h.origin[d]);
+  }
+  return {first, last + 1};
+}
+
 // Does a query with mask interval `iv` see key j of the key list (halo_tokens halo tokens,
 // num_keys keys in all)? `code` is halo_code(j) for j < halo_tokens (ignored otherwise).
 GNA_HD bool key_visible(BoxInterval iv, int j, int halo_tokens, int num_keys, uint32_t code) {

@@ -160,6 +160,35 @@ CUTE_DEVICE void row_intervals(const QTileTables& t, CS const& cS, BoxInterval (
   }
 }
 
+// The key-list positions this warp's rows can see among the halo tokens (cS as in
+// row_intervals): the union of their row_key_span, warp-uniform (every lane takes part).
+template <int kRows, class CS>
+CUTE_DEVICE Range warp_key_span(const QTileTables& t, CS const& cS) {
+  Range span{t.halo_tokens, 0};
+  CUTE_UNROLL
+  for (int r = 0; r < kRows; ++r) {
+    const int row = get<0>(cS(r, 0));
+    const int4 b4 = t.q_win_begin[row], e4 = t.q_win_end[row];
+    const int b[kMaxRank] = {b4.x, b4.y, b4.z}, e[kMaxRank] = {e4.x, e4.y, e4.z};
+    const Range s = row_key_span(b, e, t.halo);
+    span.begin = imin(span.begin, s.begin);
+    span.end = imax(span.end, s.end);
+  }
+  CUTE_UNROLL
+  for (int m = 16; m >= 1; m /= 2) {
+    span.begin = imin(span.begin, __shfl_xor_sync(0xffffffffu, span.begin, m));
+    span.end = imax(span.end, __shfl_xor_sync(0xffffffffu, span.end, m));
+  }
+  return span;
+}
+
+// Does chunk c (keys j0 = c * kChunk ..) hold a key that rows of key span `span` see: a halo
+// token inside it, or an additional token (every query sees them)?
+CUTE_DEVICE bool chunk_seen(Range span, int j0, int chunk, int halo_tokens, int num_keys) {
+  return (j0 < span.end && j0 + chunk > span.begin) ||
+         (j0 + chunk > halo_tokens && j0 < num_keys);
+}
+
 // The element mask of chunk c (keys j0 = c * kChunk ..): -inf where key j of the list is not
 // visible to the row (halo_plan.h key_visible). Chunks of halo tokens only (CTA-uniform)
 // skip the list-position tests.

@@ -21,7 +21,9 @@
 //    the gather's element offset of each is that key's offset in the tensor;
 //  - per query row, the keys key_visible admits over the whole padded key list are exactly
 //    the spec's neighbourhood (each once) plus every additional token (each once); rows past
-//    a group's end still see at least one key (finite, never stored);
+//    a group's end still see at least one key (finite, never stored); the halo keys it
+//    admits lie in its row_key_span (the kernels skip a warp's chunks outside its rows'
+//    spans);
 //  - the plan: ring of >= 2 slots unless every key list is one chunk, a resident plan holds
 //    every CTA's key list, heads_per_cta divides G and is 1 unless resident.
 //
@@ -260,12 +262,19 @@ static void check_problem(const Problem& pr, int max_ring, int hook) {
       int wb[kMaxRank], we[kMaxRank];
       sm80::query_row_window(qcode, q, s, wb, we);
       const BoxInterval iv = row_interval(wb, we, h);
+      const Range span = row_key_span(wb, we, h);
+      CHECK(span.begin >= 0 && span.begin < span.end && span.end <= H,
+            "%s: row %d key span [%d, %d) outside the halo's %d tokens", where.c_str(), r,
+            span.begin, span.end, H);
       std::set<int64_t> admitted;
       int extras = 0;
       for (int j = 0; j < num_chunks * kChunk; ++j) {
         const uint32_t code = j < H ? codes[j] : 0u;
         if (!key_visible(iv, j, H, num_keys, code)) continue;
         CHECK(j < num_keys, "%s: padding key %d visible", where.c_str(), j);
+        CHECK(j >= H || (j >= span.begin && j < span.end),
+              "%s: row %d sees halo key %d outside its span [%d, %d)", where.c_str(), r, j,
+              span.begin, span.end);
         if (j < H) {
           CHECK(admitted.insert(key_flat[j]).second, "%s", where.c_str());
         } else {
