@@ -126,7 +126,10 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
     // row statistics.
     if (load_kv) {
       for (int c = 0; c < ring; ++c) {
-        if (c < num_chunks) issue_kv_chunk<Traits>(t, f, k_ring, v_ring, c, c, num_keys, tid);
+        if (c < num_chunks) {
+          issue_kv_chunk<Traits>(t, f, k_ring, v_ring, c, c, num_keys, blockIdx.z, blockIdx.y,
+                                 tid);
+        }
         sm80::cp_async_fence();
       }
     } else {
@@ -138,11 +141,14 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
     int slot = 0;  // c % ring
     for (int c = 0; c < num_chunks; ++c) {
       if (load_kv) {
-        cp_async_wait_n(ring - 1);
+        // Chunk c >= ring is group c + 1 (step 0 commits an empty group): halo_plan.h
+        // ChunkStream::pending.
+        cp_async_wait_n(c < ring ? ring - 1 : ring - 2);
         __syncthreads();  // chunk c landed; every warp is done with chunk c - 1
         if (c > 0 && c - 1 + ring < num_chunks) {
           issue_kv_chunk<Traits>(t, f, k_ring, v_ring, c - 1 + ring,
-                                 slot == 0 ? ring - 1 : slot - 1, num_keys, tid);
+                                 slot == 0 ? ring - 1 : slot - 1, num_keys, blockIdx.z,
+                                 blockIdx.y, tid);
         }
         sm80::cp_async_fence();
       } else if (c == 0) {

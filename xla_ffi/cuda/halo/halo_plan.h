@@ -161,6 +161,50 @@ inline int max_halo_extent(const DimParams& p, int tile) {
   });
 }
 
+// The loads of a forward CTA that computes `items` items in a row (query heads sharing its
+// halo, or (batch, KV head) units), the n chunks of its key list each, as one stream of
+// global chunks g = item x n + chunk, one step each. Before step 0 the CTA issues chunks
+// 0 .. ring - 1, one cp.async group each; step g waits until at most pending(g) groups are
+// pending (chunk g landed), passes a barrier, issues chunk refill(g) (one group, maybe
+// empty) and computes. Step 0's group is empty (no slot is free before it), so chunk
+// g >= ring is group g + 1 of the ring + g committed before step g: pending(g) = ring - 2
+// there (chunks g + 1 .. g + ring - 2 may still load), ring - 1 for the first ring chunks.
+// An item's Q tile loads with its chunk 0, into Q buffer item % 2.
+//   - ring <= n + 1: item w's Q tile is issued at step w n - ring + 1 >= (w - 1) n, after
+//     item w - 2 last read that buffer (its first step, its epilogue: the O tile is staged
+//     there), and before step w n;
+//   - shared (heads of one KV head on a resident key list): item 0 loads the chunks into
+//     slots 0 .. n - 1 and every item reads them there; later items load only Q;
+//   - else chunk g reads slot g % ring, refilled at step g + 1 (after every warp left step
+//     g) with chunk g + ring.
+// test/host_check.cc simulates it (stream mode) for these properties.
+struct ChunkStream {
+  int n;        // chunks per item
+  int items;
+  int ring;     // chunks loading or resident at a step's wait
+  bool shared;  // the items share K and V
+
+  GNA_HD int total() const { return items * n; }
+  GNA_HD int slot(int g) const { return shared ? g % n : g % ring; }
+  GNA_HD bool loads_kv(int g) const { return !shared || g < n; }
+  GNA_HD int pending(int g) const { return g < ring ? ring - 1 : ring - 2; }
+  // The chunk whose loads are issued after step g's barrier; -1 if none.
+  GNA_HD int refill(int g) const {
+    const int r = g - 1 + ring;
+    return g > 0 && r < total() ? r : -1;
+  }
+};
+
+// `ring_slots`: the call's (Plan), >= 2 when a CTA has 2 chunks or more in all.
+GNA_HD ChunkStream make_chunk_stream(int n, int items, int ring_slots, bool shared) {
+  ChunkStream cs;
+  cs.n = n;
+  cs.items = items;
+  cs.shared = shared;
+  cs.ring = shared ? n + 1 : imin(ring_slots, n + 1);
+  return cs;
+}
+
 struct Plan {
   int max_extent[kMaxRank];  // largest halo extent per dim (max_halo_extent)
   int max_halo_tokens;       // their product: the largest halo of any Q tile
@@ -176,7 +220,12 @@ struct Plan {
   int heads_per_cta;
   int head_groups;           // G / heads_per_cta: CTAs per (Q tile, KV head)
   int64_t num_q_tiles;       // Q tiles holding a computed query (sm80::q_tile_grid)
-  int64_t num_ctas;          // num_q_tiles x head_groups x heads_kv x batch
+  int64_t num_ctas;          // num_q_tiles x head_groups x unit_blocks
+  // The forward's units (plan_units; 1 and batch x heads_kv before it): a CTA computes
+  // units_per_cta consecutive (batch, KV head) units of its Q tile, unit_blocks CTAs per
+  // (Q tile, head group).
+  int units_per_cta = 1;
+  int64_t unit_blocks = 0;
 };
 
 template <class... Args>
@@ -258,9 +307,52 @@ inline std::string plan_call(const FwdParams& p, int q_tile_tokens, int chunk_to
   plan->heads_per_cta = hpc;
   plan->head_groups = plan->group / hpc;
   plan->num_ctas = per_head * plan->head_groups;
+  plan->units_per_cta = 1;
+  plan->unit_blocks = int64_t(s.batch) * s.heads_kv;
   if (plan->num_q_tiles * plan->head_groups > INT32_MAX)
     return "too many Q tiles for one launch";
   return std::string();
+}
+
+// Most (batch, KV head) units one forward CTA computes (the unit stream of q_tile_cta.h).
+constexpr int kMaxUnitsPerCta = 8;
+
+// The forward's CTAs of several items (plan_call's plan of `p` in, adjusted): a CTA that
+// computes more than one item (query heads sharing its halo, or units) double-buffers its Q
+// tile, and its ring then holds at most `max_ring_multi` chunks (the instantiation's, beside
+// the second Q tile; < 2: one item per CTA, heads_per_cta 1). Without shared heads, a CTA
+// computes up to kMaxUnitsPerCta consecutive (batch, KV head) units of its Q tile: the most
+// that keep kMinCtasPerSm CTAs per SM (`units_hook` > 0 forces up to it). With units its
+// ring holds up to max_chunks + 1 chunks (q_tile_cta.h ChunkStream: the next unit's first
+// chunk and Q tile load while this one computes).
+inline void plan_units(const FwdParams& p, int max_ring_multi, int units_hook, Plan* plan) {
+  const ProblemShape& s = p.shape;
+  const int64_t units = int64_t(s.batch) * s.heads_kv;
+  if (plan->heads_per_cta > 1) {  // shared heads: the key list must stay resident
+    if (max_ring_multi >= 2) plan->ring_slots = imin(plan->ring_slots, max_ring_multi);
+    if (max_ring_multi < 2 || plan->max_chunks > plan->ring_slots) {
+      plan->heads_per_cta = 1;
+      plan->head_groups = plan->group;
+    }
+  }
+  const int64_t columns = plan->num_q_tiles * plan->head_groups;
+  int upc = 1;
+  if (plan->heads_per_cta == 1 && max_ring_multi >= 2 && units > 1) {
+    const int64_t floor = int64_t(kMinCtasPerSm) * (p.num_sms > 0 ? p.num_sms : 1);
+    for (int c = kMaxUnitsPerCta; c > 1; --c) {
+      if (columns * ((units + c - 1) / c) >= floor) {
+        upc = c;
+        break;
+      }
+    }
+    if (units_hook > 0) upc = imin(units_hook, kMaxUnitsPerCta);
+    upc = int(units < upc ? units : upc);
+  }
+  if (upc > 1) plan->ring_slots = imin(plan->max_chunks + 1, max_ring_multi);
+  plan->resident = plan->max_chunks <= plan->ring_slots;
+  plan->units_per_cta = upc;
+  plan->unit_blocks = (units + upc - 1) / upc;
+  plan->num_ctas = columns * plan->unit_blocks;
 }
 
 inline std::string unsupported_reason(const FwdParams& p, int q_tile_tokens,

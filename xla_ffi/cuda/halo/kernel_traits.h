@@ -54,10 +54,21 @@ struct FwdTraits {
     QTileTables t;  // Q tile, halo, row tables (row offsets: Q, O, LSE)
   };
   static constexpr int kFixedBytes = int((sizeof(SharedStorage) + 127) / 128 * 128);
-  static constexpr int smem_bytes(int ring_slots) {
-    return kFixedBytes + 2 * ring_slots * kChunkBytes;
+  static constexpr int kQBytes = int(cosize_v<SmemLayoutQ> * sizeof(Element));
+  static_assert(kQBytes % 128 == 0, "the second Q tile keeps the ring 128-byte aligned");
+  // The fixed part, q_buffers - 1 more Q tiles (2 buffers when a CTA computes several items:
+  // fwd_kernel.h) and the ring.
+  static constexpr int smem_bytes(int ring_slots, int q_buffers = 1) {
+    return kFixedBytes + (q_buffers - 1) * kQBytes + 2 * ring_slots * kChunkBytes;
   }
   static_assert(smem_bytes(kMaxRing) <= sm80::kPortableSmemBytes, "fits every sm80+ part");
+  // The ring that fits beside a second Q tile (halo_plan.h plan_units; 0 when not 2 chunks):
+  // head dim 32: 8, 64: 4, 128: 0.
+  static constexpr int kMaxRingMulti = [] {
+    int r = kMaxRing;
+    while (r >= 2 && smem_bytes(r, 2) > sm80::kPortableSmemBytes) --r;
+    return r >= 2 ? r : 0;
+  }();
 };
 
 

@@ -109,13 +109,13 @@ CUTE_DEVICE auto table_rows(const int64_t* table) {
 }
 
 // Issue the K and V loads of chunk c of the key list (keys c * kChunk ..) into ring slot
-// `slot` of k_ring / v_ring: one row per key, zero fill past the key list. Batch blockIdx.z,
-// KV head blockIdx.y.
+// `slot` of k_ring / v_ring: one row per key, zero fill past the key list. Batch b, KV head
+// hkv.
 template <class Traits>
 CUTE_DEVICE void issue_kv_chunk(const QTileTables& t, const FwdParams& p,
                                 typename Traits::Element* k_ring,
                                 typename Traits::Element* v_ring, int c, int slot,
-                                int num_keys, int tid) {
+                                int num_keys, int64_t b, int64_t hkv, int tid) {
   using Element = typename Traits::Element;
   constexpr int kChunk = Traits::kChunk;
   const ProblemShape& shape = p.shape;
@@ -123,12 +123,10 @@ CUTE_DEVICE void issue_kv_chunk(const QTileTables& t, const FwdParams& p,
   const int j0 = c * kChunk;
   auto load = [&](Element* ring, const void* ptr, const TokenStrides& st, const void* eptr,
                   const ExtraStrides& est) {
-    const Element* base = static_cast<const Element*>(ptr) + int64_t(blockIdx.z) * st.batch +
-                          int64_t(blockIdx.y) * st.head +
+    const Element* base = static_cast<const Element*>(ptr) + b * st.batch + hkv * st.head +
                           halo_origin_offset(t.q_tile, t.halo, shape, st.spatial);
     const Element* ebase = shape.num_extra > 0 ? static_cast<const Element*>(eptr) +
-                                                     int64_t(blockIdx.z) * est.batch +
-                                                     int64_t(blockIdx.y) * est.head
+                                                     b * est.batch + hkv * est.head
                                                : nullptr;
     const int64_t etoken = est.token;
     sm80::gather_row_ptrs_async<kChunk, Traits::kHeadDim, Traits::kNThreads>(

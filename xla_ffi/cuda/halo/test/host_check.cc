@@ -32,9 +32,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <random>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "halo/halo_plan.h"
@@ -135,6 +137,135 @@ static int brute_max_extent(const DimParams& p, int tile) {
   return best;
 }
 
+// The forward's chunk stream (halo_plan.h ChunkStream) of one CTA, simulated step by step:
+// every chunk's loads are issued once, into a slot (and for an item's chunk 0 a Q buffer)
+// whose last reader has passed a barrier, and complete at its step's wait; shared items
+// read the first item's slots.
+static void check_stream(const ChunkStream& cs, int ring_slots, const std::string& where) {
+  const int total = cs.total();
+  CHECK(cs.ring >= 1 && (cs.ring >= 2 || total == 1), "%s: stream ring %d for %d chunks",
+        where.c_str(), cs.ring, total);
+  CHECK(cs.shared || cs.ring <= ring_slots, "%s: ring %d above the %d slots", where.c_str(),
+        cs.ring, ring_slots);
+  CHECK(cs.ring <= cs.n + 1, "%s: ring %d, n %d", where.c_str(), cs.ring, cs.n);
+  std::vector<int> issued_at(size_t(total), -2);  // -1: before step 0
+  std::vector<int> group_of(size_t(total), -1);
+  int groups = 0;
+  for (int g = 0; g < cs.ring; ++g) {
+    if (g < total) issued_at[size_t(g)] = -1, group_of[size_t(g)] = groups;
+    ++groups;
+  }
+  std::vector<int> slot_read_at(size_t(cs.ring > cs.n ? cs.ring : cs.n), -1);
+  std::vector<int> q_free_at(2, -1);  // step from which a Q buffer may be written
+  for (int g = 0; g < total; ++g) {
+    const int w = g / cs.n, c = g % cs.n;
+    // At the wait: at most pending(g) groups pending, so groups 0 .. groups - pending(g) - 1
+    // are done.
+    CHECK(issued_at[size_t(g)] >= -1 && issued_at[size_t(g)] < g, "%s: chunk %d not issued",
+          where.c_str(), g);
+    CHECK(cs.pending(g) >= 0 && group_of[size_t(g)] <= groups - cs.pending(g) - 1,
+          "%s: chunk %d (group %d) pending at its step (%d groups, ring %d)", where.c_str(), g,
+          group_of[size_t(g)], groups, cs.ring);
+    // After the barrier: the refill.
+    const int r = cs.refill(g);
+    if (r >= 0) {
+      CHECK(issued_at[size_t(r)] == -2, "%s: chunk %d issued twice", where.c_str(), r);
+      issued_at[size_t(r)] = g;
+      group_of[size_t(r)] = groups;
+      if (cs.loads_kv(r)) {
+        const int last = slot_read_at[size_t(cs.slot(r))];
+        CHECK(last < g, "%s: chunk %d overwrites slot %d read at step %d (step %d)",
+              where.c_str(), r, cs.slot(r), last, g);
+      }
+      if (r % cs.n == 0) {
+        CHECK(q_free_at[size_t((r / cs.n) % 2)] <= g, "%s: Q tile of item %d loads at step "
+              "%d over item %d's", where.c_str(), r / cs.n, g, r / cs.n - 2);
+      }
+    }
+    ++groups;  // one group per step
+    // The step reads its slot; the item's Q buffer is read at c = 0 and by its epilogue.
+    const int slot = cs.slot(g);
+    CHECK(slot >= 0 && slot < (cs.shared ? cs.n : cs.ring), "%s: slot %d", where.c_str(), slot);
+    if (cs.shared) CHECK(slot == c, "%s: shared item %d reads slot %d for chunk %d",
+                         where.c_str(), w, slot, c);
+    if (!cs.shared || w == 0) CHECK(cs.loads_kv(g), "%s: chunk %d never loaded", where.c_str(), g);
+    slot_read_at[size_t(slot)] = g;
+    if (c == cs.n - 1) q_free_at[size_t(w % 2)] = g + 1;  // the epilogue, before step g + 1
+  }
+  for (int g = cs.ring; g < total; ++g) {
+    CHECK(issued_at[size_t(g)] >= 0, "%s: chunk %d never issued", where.c_str(), g);
+  }
+}
+
+// The forward's units (plan_units) on top of plan_call's plan: every (batch, query head,
+// Q tile) is computed by exactly one CTA item, and the ring and shared heads stay
+// consistent; every CTA's chunk stream is checked.
+static void check_units(const FwdParams& fp, const Plan& base, int max_ring_multi,
+                        int units_hook, const std::string& where) {
+  const ProblemShape& s = fp.shape;
+  Plan plan = base;
+  plan_units(fp, max_ring_multi, units_hook, &plan);
+  const int G = s.heads_q / s.heads_kv;
+  const int64_t units = int64_t(s.batch) * s.heads_kv;
+  CHECK(plan.units_per_cta >= 1 && plan.units_per_cta <= kMaxUnitsPerCta, "%s: upc %d",
+        where.c_str(), plan.units_per_cta);
+  CHECK(plan.units_per_cta == 1 || plan.heads_per_cta == 1, "%s: units with shared heads",
+        where.c_str());
+  CHECK(plan.heads_per_cta * plan.head_groups == G, "%s", where.c_str());
+  CHECK(plan.heads_per_cta == 1 || plan.resident, "%s: shared heads not resident", where.c_str());
+  const bool multi = plan.heads_per_cta * plan.units_per_cta > 1;
+  CHECK(!multi || max_ring_multi >= 2, "%s: several items without a second Q tile",
+        where.c_str());
+  CHECK(!multi || plan.ring_slots <= max_ring_multi, "%s: ring %d above %d", where.c_str(),
+        plan.ring_slots, max_ring_multi);
+  CHECK(plan.ring_slots >= 2 || (plan.max_chunks == 1 && plan.units_per_cta == 1), "%s: ring %d",
+        where.c_str(), plan.ring_slots);
+  CHECK(plan.resident == (plan.max_chunks <= plan.ring_slots), "%s", where.c_str());
+  if (units_hook > 0 && plan.heads_per_cta == 1 && max_ring_multi >= 2) {
+    const int64_t want = std::min<int64_t>(std::min(units_hook, kMaxUnitsPerCta), units);
+    CHECK(plan.units_per_cta == want, "%s: units hook %d, upc %d", where.c_str(), units_hook,
+          plan.units_per_cta);
+  }
+  CHECK(plan.unit_blocks * plan.units_per_cta >= units &&
+            (plan.unit_blocks - 1) * plan.units_per_cta < units,
+        "%s: %lld unit blocks", where.c_str(), static_cast<long long>(plan.unit_blocks));
+  // Coverage, as fwd_kernel.h decodes a CTA's items (batch, query head) for Q tile x / hg.
+  std::set<std::tuple<int64_t, int64_t, int64_t>> seen;
+  const int64_t columns = plan.num_q_tiles * plan.head_groups;
+  for (int64_t x = 0; x < columns && x < 64; ++x) {
+    for (int64_t ub = 0; ub < plan.unit_blocks; ++ub) {
+      const int64_t u0 = ub * plan.units_per_cta;
+      const int64_t n_units = std::min<int64_t>(units - u0, plan.units_per_cta);
+      const int items = int(n_units) * plan.heads_per_cta;
+      for (int w = 0; w < items; ++w) {
+        const int64_t u = u0 + w / plan.heads_per_cta;
+        const int64_t hkv = u % s.heads_kv, b = u / s.heads_kv;
+        const int64_t h = hkv * G + (x % plan.head_groups) * plan.heads_per_cta +
+                          w % plan.heads_per_cta;
+        CHECK(h / G == hkv && b < s.batch, "%s: item (%lld, %lld)", where.c_str(),
+              static_cast<long long>(b), static_cast<long long>(h));
+        CHECK(seen.insert({x / plan.head_groups, b, h}).second, "%s: item twice", where.c_str());
+      }
+    }
+  }
+  const int64_t tiles_seen = std::min<int64_t>(columns, 64) / plan.head_groups +
+                             (std::min<int64_t>(columns, 64) % plan.head_groups != 0);
+  CHECK(int64_t(seen.size()) >= (std::min<int64_t>(columns, 64) / plan.head_groups) *
+                                     int64_t(s.batch) * s.heads_q &&
+            int64_t(seen.size()) <= tiles_seen * int64_t(s.batch) * s.heads_q,
+        "%s: %zu items", where.c_str(), seen.size());
+  // Streams: every chunk count a CTA can have, at every item count it can have.
+  const int max_items = plan.units_per_cta * plan.heads_per_cta;
+  for (int n = 1; n <= plan.max_chunks; ++n) {
+    for (int items = 1; items <= max_items; ++items) {
+      if (plan.heads_per_cta > 1 && items != plan.heads_per_cta) continue;
+      check_stream(make_chunk_stream(n, items, plan.ring_slots, plan.heads_per_cta > 1),
+                   plan.ring_slots, where + " stream n=" + std::to_string(n) +
+                                        " items=" + std::to_string(items));
+    }
+  }
+}
+
 static void check_problem(const Problem& pr, int max_ring, int hook) {
   const FwdParams fp = make_params(pr);
   const ProblemShape& s = fp.shape;
@@ -182,6 +313,13 @@ static void check_problem(const Problem& pr, int max_ring, int hook) {
       if (G % c == 0) want = c;
     CHECK(plan.heads_per_cta == want, "%s: hook %d, hpc %d", where.c_str(), hook,
           plan.heads_per_cta);
+  }
+
+  const int rings_multi[] = {0, 2, 4, 8};
+  for (int m : rings_multi) {
+    if (m > max_ring) continue;
+    check_units(fp, plan, m, 0, where + " multi-ring " + std::to_string(m));
+    check_units(fp, plan, m, 1 + int(pr.batch % 5), where + " units-hook");
   }
 
   // Grid and heads: every (query head, Q tile) once.
