@@ -134,7 +134,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
     int slot = 0;  // c % ring
     for (int c = 0; c < num_chunks; ++c) {
       if (load_kv) {
-        cp_async_wait_n(ring - 1);
+        cp_async_wait_n(stream_pending(c, ring));
         __syncthreads();  // chunk c landed; every warp is done with chunk c - 1
         if (c > 0 && c - 1 + ring < num_chunks) {
           issue_kv_chunk<Traits>(t, f, k_ring, v_ring, c - 1 + ring,

@@ -126,8 +126,9 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
         table_rows(t.row_off[0]), tid);
     // cp.async groups: with load_kv, group c holds chunk c (group 0 also Q) for c < ring,
     // and step c commits exactly one more group (the refill of chunk c - 1 + ring, maybe
-    // empty), so before step c's wait ring + c groups are committed and waiting until at
-    // most ring - 1 are pending completes chunk c. Without load_kv, Q is the only group.
+    // empty), so before step c's wait ring + c groups are committed and chunk c is complete
+    // once at most stream_pending(c, ring) are pending (halo_plan.h: ring - 1 for the first
+    // ring chunks, ring - 2 for refilled ones). Without load_kv, Q is the only group.
     if (load_kv) {
       for (int c = 0; c < ring; ++c) {
         if (c < num_chunks) issue_chunk(c, c);
@@ -142,7 +143,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
     int slot = 0;  // c % ring
     for (int c = 0; c < num_chunks; ++c) {
       if (load_kv) {
-        cp_async_wait_n(ring - 1);
+        cp_async_wait_n(stream_pending(c, ring));
         // Chunk c (and Q) landed for every thread; every warp is done with chunk c - 1, whose
         // slot the refill below overwrites.
         __syncthreads();

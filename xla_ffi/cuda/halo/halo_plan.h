@@ -148,6 +148,14 @@ inline int max_halo_extent(const DimParams& p, int tile) {
   });
 }
 
+// The key list through the ring (fwd_kernel.h, bwd_dq_kernel.h): before step 0 the CTA
+// issues chunks 0 .. ring - 1, one cp.async group each; step c waits, passes a barrier and
+// commits one group: empty at step 0 (no slot is free yet), from step 1 on chunk
+// c - 1 + ring, into the slot chunk c - 1 freed. So chunk c >= ring is group c + 1 of the
+// ring + c groups committed at step c's wait: the groups that may still be pending when
+// chunk c must have landed (test/host_check.cc simulates it).
+GNA_HD int stream_pending(int c, int ring) { return c < ring ? ring - 1 : ring - 2; }
+
 struct Plan {
   int max_extent[kMaxRank];  // largest halo extent per dim (max_halo_extent)
   int max_halo_tokens;       // their product: the largest halo of any Q tile
