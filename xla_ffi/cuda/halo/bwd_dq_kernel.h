@@ -141,9 +141,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
     int slot = 0;  // c % ring
     for (int c = 0; c < num_chunks; ++c) {
       if (load_kv) {
-        // Chunk c >= ring is group c + 1 (step 0 commits an empty group): halo_plan.h
-        // ChunkStream::pending.
-        cp_async_wait_n(c < ring ? ring - 1 : ring - 2);
+        cp_async_wait_n(stream_pending(c, ring));
         __syncthreads();  // chunk c landed; every warp is done with chunk c - 1
         if (c > 0 && c - 1 + ring < num_chunks) {
           issue_kv_chunk<Traits>(t, f, k_ring, v_ring, c - 1 + ring,

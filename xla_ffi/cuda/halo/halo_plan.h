@@ -161,14 +161,20 @@ inline int max_halo_extent(const DimParams& p, int tile) {
   });
 }
 
+// The key list through the ring (fwd_kernel.h, bwd_dq_kernel.h): before step 0 the CTA
+// issues chunks 0 .. ring - 1, one cp.async group each; step c waits, passes a barrier and
+// commits one group: empty at step 0 (no slot is free yet), from step 1 on chunk
+// c - 1 + ring, into the slot chunk c - 1 freed. So chunk c >= ring is group c + 1 of the
+// ring + c groups committed at step c's wait: the groups that may still be pending when
+// chunk c must have landed (test/host_check.cc simulates it).
+GNA_HD int stream_pending(int c, int ring) { return c < ring ? ring - 1 : ring - 2; }
+
 // The loads of a forward CTA that computes `items` items in a row (query heads sharing its
 // halo, or (batch, KV head) units), the n chunks of its key list each, as one stream of
 // global chunks g = item x n + chunk, one step each. Before step 0 the CTA issues chunks
-// 0 .. ring - 1, one cp.async group each; step g waits until at most pending(g) groups are
-// pending (chunk g landed), passes a barrier, issues chunk refill(g) (one group, maybe
-// empty) and computes. Step 0's group is empty (no slot is free before it), so chunk
-// g >= ring is group g + 1 of the ring + g committed before step g: pending(g) = ring - 2
-// there (chunks g + 1 .. g + ring - 2 may still load), ring - 1 for the first ring chunks.
+// 0 .. ring - 1, one cp.async group each; step g waits until at most stream_pending(g, ring)
+// groups are pending (chunk g landed), passes a barrier, issues chunk refill(g) (one group,
+// maybe empty: step 0's always is) and computes, as a single key list does (above).
 // An item's Q tile loads with its chunk 0, into Q buffer item % 2.
 //   - ring <= n + 1: item w's Q tile is issued at step w n - ring + 1 >= (w - 1) n, after
 //     item w - 2 last read that buffer (its first step, its epilogue: the O tile is staged
@@ -187,7 +193,7 @@ struct ChunkStream {
   GNA_HD int total() const { return items * n; }
   GNA_HD int slot(int g) const { return shared ? g % n : g % ring; }
   GNA_HD bool loads_kv(int g) const { return !shared || g < n; }
-  GNA_HD int pending(int g) const { return g < ring ? ring - 1 : ring - 2; }
+  GNA_HD int pending(int g) const { return stream_pending(g, ring); }
   // The chunk whose loads are issued after step g's barrier; -1 if none.
   GNA_HD int refill(int g) const {
     const int r = g - 1 + ring;

@@ -25,7 +25,9 @@
 //    admits lie in its row_key_span (the kernels skip a warp's chunks outside its rows'
 //    spans);
 //  - the plan: ring of >= 2 slots unless every key list is one chunk, a resident plan holds
-//    every CTA's key list, heads_per_cta divides G and is 1 unless resident.
+//    every CTA's key list, heads_per_cta divides G and is 1 unless resident;
+//  - the ring's cp.async groups (stream_pending): every chunk complete at its step's wait,
+//    loaded into a slot no warp still reads.
 //
 // `host_check plan RANK  L k s d causal q_side  [per dim]...` prints the plan of one
 // problem (tests/test_halo.py compares it with jax_gna.tiles.halo_stats).
@@ -262,6 +264,39 @@ static void check_units(const FwdParams& fp, const Plan& base, int max_ring_mult
       check_stream(make_chunk_stream(n, items, plan.ring_slots, plan.heads_per_cta > 1),
                    plan.ring_slots, where + " stream n=" + std::to_string(n) +
                                         " items=" + std::to_string(items));
+    }
+// The ring's cp.async groups (halo_plan.h stream_pending), simulated: a key list of n chunks
+// through `ring` slots; chunk c must be complete at step c's wait with stream_pending(c,
+// ring) groups allowed pending, and the slot it loads into must have been read last at a
+// step before the one issuing it.
+static void check_stream_waits() {
+  for (int ring = 1; ring <= 8; ++ring) {
+    for (int n = 1; n <= 24; ++n) {
+      if (ring < 2 && n > 1) continue;  // the plan gives a ring of 2 for 2 chunks or more
+      std::vector<int> group(size_t(n), -1), issued(size_t(n), -2);
+      int committed = 0;
+      for (int c = 0; c < ring; ++c) {
+        if (c < n) group[size_t(c)] = committed, issued[size_t(c)] = -1;
+        ++committed;
+      }
+      std::vector<int> last_read(size_t(ring), -1);
+      for (int c = 0; c < n; ++c) {
+        const int pending = stream_pending(c, ring);
+        CHECK(pending >= 0 && issued[size_t(c)] >= -1 && issued[size_t(c)] < c &&
+                  group[size_t(c)] <= committed - pending - 1,
+              "ring %d, %d chunks: chunk %d (group %d) may be pending at its step (%d "
+              "committed, %d allowed pending)", ring, n, c, group[size_t(c)], committed,
+              pending);
+        const int r = c - 1 + ring;  // the refill after the step's barrier
+        if (c > 0 && r < n) {
+          CHECK(last_read[size_t(r % ring)] < c, "ring %d: slot of chunk %d still read", ring,
+                r);
+          group[size_t(r)] = committed;
+          issued[size_t(r)] = c;
+        }
+        ++committed;
+        last_read[size_t(c % ring)] = c;
+      }
     }
   }
 }
@@ -745,6 +780,7 @@ int main(int argc, char** argv) {
   const int iters = argc > 1 ? std::atoi(argv[1]) : 300;
   std::mt19937 rng(20240611);
   check_known();
+  check_stream_waits();
   int served = 0, served_bwd = 0;
   for (int it = 0; it < iters; ++it) {
     const Problem pr = random_problem(rng);
