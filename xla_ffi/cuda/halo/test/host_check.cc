@@ -265,6 +265,9 @@ static void check_units(const FwdParams& fp, const Plan& base, int max_ring_mult
                    plan.ring_slots, where + " stream n=" + std::to_string(n) +
                                         " items=" + std::to_string(items));
     }
+  }
+}
+
 // The ring's cp.async groups (halo_plan.h stream_pending), simulated: a key list of n chunks
 // through `ring` slots; chunk c must be complete at step c's wait with stream_pending(c,
 // ring) groups allowed pending, and the slot it loads into must have been read last at a
