@@ -152,13 +152,31 @@ static void check_stream(const ChunkStream& cs, int ring_slots, const std::strin
   CHECK(cs.ring <= cs.n + 1, "%s: ring %d, n %d", where.c_str(), cs.ring, cs.n);
   std::vector<int> issued_at(size_t(total), -2);  // -1: before step 0
   std::vector<int> group_of(size_t(total), -1);
+  // What a slot / Q buffer holds: the chunk / item whose loads went there last (-1: none).
+  std::vector<int> slot_holds(size_t(cs.ring > cs.n ? cs.ring : cs.n), -1);
+  int q_holds[2] = {-1, -1};
+  // Loads of chunk r issued after the barrier of step g (-1: before step 0): the slot's last
+  // chunk was read by its step, before this barrier; the Q buffer's last item has stored its
+  // output (its epilogue precedes the barrier of its successor's first step).
+  auto load = [&](int r, int g) {
+    if (cs.loads_kv(r)) {
+      int& held = slot_holds[size_t(cs.slot(r))];
+      CHECK(held < 0 || held < g, "%s: chunk %d loads at step %d into slot %d, chunk %d's, "
+            "not read yet", where.c_str(), r, g, cs.slot(r), held);
+      held = r;
+    }
+    if (r % cs.n == 0) {
+      int& held = q_holds[(r / cs.n) % 2];
+      CHECK(held < 0 || (held + 1) * cs.n <= g, "%s: Q tile of item %d loads at step %d over "
+            "item %d's", where.c_str(), r / cs.n, g, held);
+      held = r / cs.n;
+    }
+  };
   int groups = 0;
   for (int g = 0; g < cs.ring; ++g) {
-    if (g < total) issued_at[size_t(g)] = -1, group_of[size_t(g)] = groups;
+    if (g < total) issued_at[size_t(g)] = -1, group_of[size_t(g)] = groups, load(g, -1);
     ++groups;
   }
-  std::vector<int> slot_read_at(size_t(cs.ring > cs.n ? cs.ring : cs.n), -1);
-  std::vector<int> q_free_at(2, -1);  // step from which a Q buffer may be written
   for (int g = 0; g < total; ++g) {
     const int w = g / cs.n, c = g % cs.n;
     // At the wait: at most pending(g) groups pending, so groups 0 .. groups - pending(g) - 1
@@ -174,25 +192,17 @@ static void check_stream(const ChunkStream& cs, int ring_slots, const std::strin
       CHECK(issued_at[size_t(r)] == -2, "%s: chunk %d issued twice", where.c_str(), r);
       issued_at[size_t(r)] = g;
       group_of[size_t(r)] = groups;
-      if (cs.loads_kv(r)) {
-        const int last = slot_read_at[size_t(cs.slot(r))];
-        CHECK(last < g, "%s: chunk %d overwrites slot %d read at step %d (step %d)",
-              where.c_str(), r, cs.slot(r), last, g);
-      }
-      if (r % cs.n == 0) {
-        CHECK(q_free_at[size_t((r / cs.n) % 2)] <= g, "%s: Q tile of item %d loads at step "
-              "%d over item %d's", where.c_str(), r / cs.n, g, r / cs.n - 2);
-      }
+      load(r, g);
     }
     ++groups;  // one group per step
-    // The step reads its slot; the item's Q buffer is read at c = 0 and by its epilogue.
+    // The step reads its chunk from its slot, and the item's Q tile from its buffer.
     const int slot = cs.slot(g);
     CHECK(slot >= 0 && slot < (cs.shared ? cs.n : cs.ring), "%s: slot %d", where.c_str(), slot);
-    if (cs.shared) CHECK(slot == c, "%s: shared item %d reads slot %d for chunk %d",
-                         where.c_str(), w, slot, c);
-    if (!cs.shared || w == 0) CHECK(cs.loads_kv(g), "%s: chunk %d never loaded", where.c_str(), g);
-    slot_read_at[size_t(slot)] = g;
-    if (c == cs.n - 1) q_free_at[size_t(w % 2)] = g + 1;  // the epilogue, before step g + 1
+    const int want = cs.shared ? c : g;  // shared items read the first item's chunks
+    CHECK(slot_holds[size_t(slot)] == want, "%s: step %d reads slot %d holding chunk %d",
+          where.c_str(), g, slot, slot_holds[size_t(slot)]);
+    CHECK(q_holds[w % 2] == w, "%s: item %d reads Q buffer %d holding item %d", where.c_str(),
+          w, w % 2, q_holds[w % 2]);
   }
   for (int g = cs.ring; g < total; ++g) {
     CHECK(issued_at[size_t(g)] >= 0, "%s: chunk %d never issued", where.c_str(), g);
