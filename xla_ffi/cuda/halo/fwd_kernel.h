@@ -64,16 +64,11 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
   const FwdParams& p = args.p;
   const ProblemShape& shape = p.shape;
   const int tid = threadIdx.x;
-  // This CTA's units: unit block blockIdx.y + gridDim.y x blockIdx.z (the launch splits the
-  // unit blocks over y and z), units u = batch x heads_kv + KV head.
-  const int64_t num_units = int64_t(shape.batch) * shape.heads_kv;
-  const int64_t unit0 =
-      (int64_t(blockIdx.y) + int64_t(gridDim.y) * blockIdx.z) * args.units_per_cta;
-  if (unit0 >= num_units) return;  // the last z row of the split (CTA-uniform, no barrier yet)
-  const int units = int(num_units - unit0 < args.units_per_cta ? num_units - unit0
-                                                                : args.units_per_cta);
-  const int items = units * args.heads_per_cta;  // one of the two factors is 1
-  const int head_in_group = int(blockIdx.x % unsigned(args.head_groups)) * args.heads_per_cta;
+  const CtaItems work =
+      cta_items(shape, blockIdx.x, int64_t(blockIdx.y) + int64_t(gridDim.y) * blockIdx.z,
+                args.units_per_cta, args.heads_per_cta, args.head_groups);
+  if (work.units == 0) return;  // past the last unit (CTA-uniform, before any barrier)
+  const int items = work.items();
 
   extern __shared__ __align__(128) unsigned char smem_buf[];
   auto& ss = *reinterpret_cast<typename Traits::SharedStorage*>(smem_buf);
@@ -92,16 +87,6 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
   const int num_keys = t.halo_tokens + shape.num_extra;
   const ChunkStream cs = make_chunk_stream(ceil_div(num_keys, kChunk), items, args.ring_slots,
                                            args.heads_per_cta > 1);
-  // Item w: batch, KV head and query head.
-  struct Item {
-    int64_t b, hkv, h;
-  };
-  auto item_at = [&](int w) {
-    const int64_t u = unit0 + w / args.heads_per_cta;
-    const int64_t hkv = u % shape.heads_kv;
-    return Item{u / shape.heads_kv, hkv,
-                hkv * args.group + head_in_group + w % args.heads_per_cta};
-  };
   auto sQ_at = [&](int w) {
     return make_tensor(make_smem_ptr((w & 1) != 0 ? q_second : ss.q),
                        typename Traits::SmemLayoutQ{});
@@ -110,15 +95,17 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
   // the item reads the first item's.
   auto issue = [&](int g) {
     const int w = g / cs.n, c = g - w * cs.n;
-    const Item it = item_at(w);
+    const int64_t b = work.batch(w);
     if (c == 0) {
       sm80::gather_rows_async<kBlockM, kHeadDim, kNThreads>(
           sQ_at(w),
-          static_cast<const Element*>(p.q) + it.b * p.q_strides.batch + it.h * p.q_strides.head,
+          static_cast<const Element*>(p.q) + b * p.q_strides.batch +
+              work.q_head(w) * p.q_strides.head,
           table_rows(t.row_off[0]), tid);
     }
     if (cs.loads_kv(g)) {
-      issue_kv_chunk<Traits>(t, p, k_ring, v_ring, c, cs.slot(g), num_keys, it.b, it.hkv, tid);
+      issue_kv_chunk<Traits>(t, p, k_ring, v_ring, c, cs.slot(g), num_keys, b, work.kv_head(w),
+                             tid);
     }
   };
 
@@ -202,10 +189,10 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
 
     float lse[kRows];
     softmax.finalize(acc_o_rc, p.scale, lse);
-    const Item it = item_at(w);
+    const int64_t b = work.batch(w), h = work.q_head(w);
     Element* out_base =
-        static_cast<Element*>(p.out) + it.b * p.out_strides.batch + it.h * p.out_strides.head;
-    float* lse_base = p.lse + it.b * p.lse_strides.batch + it.h * p.lse_strides.head;
+        static_cast<Element*>(p.out) + b * p.out_strides.batch + h * p.out_strides.head;
+    float* lse_base = p.lse + b * p.lse_strides.batch + h * p.lse_strides.head;
     // Every warp is done reading the item's Q buffer (its fragments): it stages the output.
     __syncthreads();
     Tensor sO = sQ_at(w);

@@ -18,7 +18,7 @@ namespace jax_gna::halo {
 // problems take the paths of several items per CTA: JAX_GNA_HALO_HEADS_PER_CTA=n makes a call
 // whose key list is resident compute up to n query heads of a KV head per CTA (the largest
 // divisor of G not above n), whatever the grid size; JAX_GNA_HALO_UNITS_PER_CTA=n makes a
-// forward CTA without shared heads compute up to n (batch, KV head) units.
+// forward or dQ CTA without shared heads compute up to n (batch, KV head) units.
 inline int env_int(const char* name) {
   const char* e = std::getenv(name);
   return e != nullptr ? std::atoi(e) : 0;
@@ -52,11 +52,10 @@ cudaError_t launch_fwd(const FwdParams& p, cudaStream_t stream) {
   args.head_groups = plan.head_groups;
   args.group = plan.group;
   args.units_per_cta = plan.units_per_cta;
-  const int64_t grid_y = plan.unit_blocks < 65535 ? plan.unit_blocks : 65535;
-  const int64_t grid_z = (plan.unit_blocks + grid_y - 1) / grid_y;
-  if (grid_z > 65535) return cudaErrorInvalidValue;
-  const dim3 grid(unsigned(plan.num_q_tiles * plan.head_groups), unsigned(grid_y),
-                  unsigned(grid_z));
+  int64_t dims[3];
+  if (!plan.grid(dims)) return cudaErrorInvalidValue;
+  const dim3 grid(static_cast<unsigned>(dims[0]), static_cast<unsigned>(dims[1]),
+                  static_cast<unsigned>(dims[2]));
   kernel<<<grid, Traits::kNThreads, smem, stream>>>(args);
   return cudaGetLastError();
 }

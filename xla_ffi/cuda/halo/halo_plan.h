@@ -211,6 +211,39 @@ GNA_HD ChunkStream make_chunk_stream(int n, int items, int ring_slots, bool shar
   return cs;
 }
 
+// The items of one Q-tile-major CTA (the forward's and the dQ kernel's): CTA column x
+// (blockIdx.x) holds Q tile x / head_groups and head group x % head_groups; unit block
+// `unit_block` (blockIdx.y + gridDim.y x blockIdx.z) the units [unit_block x
+// units_per_cta, ..) of batch x heads_kv + KV head; each unit heads_per_cta query heads
+// (one of units_per_cta and heads_per_cta is 1). Item w is unit w / heads_per_cta, its head
+// w % heads_per_cta.
+struct CtaItems {
+  int64_t unit0;
+  int units;  // 0: a unit block past the last unit (the launch's y x z split)
+  int heads_per_cta, head0_in_group, group, heads_kv;
+
+  GNA_HD int items() const { return units * heads_per_cta; }
+  GNA_HD int64_t batch(int w) const { return (unit0 + w / heads_per_cta) / heads_kv; }
+  GNA_HD int64_t kv_head(int w) const { return (unit0 + w / heads_per_cta) % heads_kv; }
+  GNA_HD int64_t q_head(int w) const {
+    return kv_head(w) * group + head0_in_group + w % heads_per_cta;
+  }
+};
+
+GNA_HD CtaItems cta_items(const ProblemShape& s, int64_t x, int64_t unit_block,
+                          int units_per_cta, int heads_per_cta, int head_groups) {
+  CtaItems it;
+  const int64_t num_units = int64_t(s.batch) * s.heads_kv;
+  it.unit0 = unit_block * units_per_cta;
+  const int64_t left = num_units - it.unit0;
+  it.units = left <= 0 ? 0 : int(left < units_per_cta ? left : units_per_cta);
+  it.heads_per_cta = heads_per_cta;
+  it.head0_in_group = int(x % head_groups) * heads_per_cta;
+  it.group = s.heads_q / s.heads_kv;
+  it.heads_kv = s.heads_kv;
+  return it;
+}
+
 struct Plan {
   int max_extent[kMaxRank];  // largest halo extent per dim (max_halo_extent)
   int max_halo_tokens;       // their product: the largest halo of any Q tile
@@ -232,6 +265,15 @@ struct Plan {
   // (Q tile, head group).
   int units_per_cta = 1;
   int64_t unit_blocks = 0;
+
+  // The launch grid: (Q tiles x head_groups, unit blocks split over y and z); false when
+  // it does not fit (z above 65535).
+  bool grid(int64_t dims[3]) const {
+    dims[0] = num_q_tiles * head_groups;
+    dims[1] = unit_blocks < 65535 ? unit_blocks : 65535;
+    dims[2] = dims[1] > 0 ? (unit_blocks + dims[1] - 1) / dims[1] : 0;
+    return dims[0] <= INT32_MAX && dims[2] <= 65535;
+  }
 };
 
 template <class... Args>

@@ -85,18 +85,30 @@ struct DqTraits : FwdTraits<Element_, kHeadDim_, kMaxRing_> {
   // head dim 32 three CTAs per SM (<= 168 registers), 64 two (<= 255).
   static constexpr int kMinBlocks = kHeadDim_ <= 32 ? 3 : 2;
 
-  struct SharedStorage {  // the fixed part
+  // One item's rows (query head of a unit): a CTA of several items holds two (item parity).
+  struct ItemRows {
     alignas(128) Element q[cosize_v<SmemLayoutQ>];     // also the dQ staging tile
     alignas(128) Element dout[cosize_v<SmemLayoutQ>];
     float lse[halo::kBlockM];    // per Q row (0 for rows past the group's end)
     float delta[halo::kBlockM];  // rowsum(dO * O) - dlse (bwd_aux_kernels.h)
+  };
+  static constexpr int kItemBytes = int((sizeof(ItemRows) + 127) / 128 * 128);
+  struct SharedStorage {  // the fixed part
+    ItemRows item;
     QTileTables t;  // Q tile, halo, row tables (row offsets: Q, dO, LSE / delta)
   };
   static constexpr int kFixedBytes = int((sizeof(SharedStorage) + 127) / 128 * 128);
-  static constexpr int smem_bytes(int ring_slots) {
-    return kFixedBytes + 2 * ring_slots * Base::kChunkBytes;
+  // The fixed part, item_buffers - 1 more item rows (bwd_dq_kernel.h) and the ring.
+  static constexpr int smem_bytes(int ring_slots, int item_buffers = 1) {
+    return kFixedBytes + (item_buffers - 1) * kItemBytes + 2 * ring_slots * Base::kChunkBytes;
   }
   static_assert(smem_bytes(kMaxRing_) <= sm80::kPortableSmemBytes, "fits every sm80+ part");
+  // The ring beside a second item's rows (0 when not 2 chunks): head dim 32: 8, 64: 3.
+  static constexpr int kMaxRingMulti = [] {
+    int r = kMaxRing_;
+    while (r >= 2 && smem_bytes(r, 2) > sm80::kPortableSmemBytes) --r;
+    return r >= 2 ? r : 0;
+  }();
 };
 
 // dK/dV kernel (bwd_dkdv_kernel.h): one KV box of kChunk keys, its inverse halo in chunks of

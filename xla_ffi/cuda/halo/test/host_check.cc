@@ -241,31 +241,35 @@ static void check_units(const FwdParams& fp, const Plan& base, int max_ring_mult
   CHECK(plan.unit_blocks * plan.units_per_cta >= units &&
             (plan.unit_blocks - 1) * plan.units_per_cta < units,
         "%s: %lld unit blocks", where.c_str(), static_cast<long long>(plan.unit_blocks));
-  // Coverage, as fwd_kernel.h decodes a CTA's items (batch, query head) for Q tile x / hg.
+  // Coverage: the launch grid's CTAs (x below 64), their items decoded as the kernels do
+  // (cta_items): every (Q tile, batch, query head) once.
+  int64_t dims[3];
+  CHECK(plan.grid(dims) && dims[1] * dims[2] >= plan.unit_blocks &&
+            (dims[2] - 1) * dims[1] < plan.unit_blocks,
+        "%s: grid", where.c_str());
   std::set<std::tuple<int64_t, int64_t, int64_t>> seen;
-  const int64_t columns = plan.num_q_tiles * plan.head_groups;
-  for (int64_t x = 0; x < columns && x < 64; ++x) {
-    for (int64_t ub = 0; ub < plan.unit_blocks; ++ub) {
-      const int64_t u0 = ub * plan.units_per_cta;
-      const int64_t n_units = std::min<int64_t>(units - u0, plan.units_per_cta);
-      const int items = int(n_units) * plan.heads_per_cta;
-      for (int w = 0; w < items; ++w) {
-        const int64_t u = u0 + w / plan.heads_per_cta;
-        const int64_t hkv = u % s.heads_kv, b = u / s.heads_kv;
-        const int64_t h = hkv * G + (x % plan.head_groups) * plan.heads_per_cta +
-                          w % plan.heads_per_cta;
-        CHECK(h / G == hkv && b < s.batch, "%s: item (%lld, %lld)", where.c_str(),
-              static_cast<long long>(b), static_cast<long long>(h));
-        CHECK(seen.insert({x / plan.head_groups, b, h}).second, "%s: item twice", where.c_str());
+  const int64_t columns = std::min<int64_t>(dims[0], 64);
+  for (int64_t x = 0; x < columns; ++x) {
+    for (int64_t ub = 0; ub < dims[1] * dims[2]; ++ub) {
+      const CtaItems it = cta_items(s, x, ub, plan.units_per_cta, plan.heads_per_cta,
+                                    plan.head_groups);
+      CHECK((it.units > 0) == (ub < plan.unit_blocks), "%s: unit block %lld", where.c_str(),
+            static_cast<long long>(ub));
+      for (int w = 0; w < it.items(); ++w) {
+        const int64_t b = it.batch(w), h = it.q_head(w);
+        CHECK(h / G == it.kv_head(w) && b < s.batch && h < s.heads_q, "%s: item (%lld, %lld)",
+              where.c_str(), static_cast<long long>(b), static_cast<long long>(h));
+        CHECK(seen.insert({x / plan.head_groups, b, h}).second, "%s: item twice",
+              where.c_str());
       }
     }
   }
-  const int64_t tiles_seen = std::min<int64_t>(columns, 64) / plan.head_groups +
-                             (std::min<int64_t>(columns, 64) % plan.head_groups != 0);
-  CHECK(int64_t(seen.size()) >= (std::min<int64_t>(columns, 64) / plan.head_groups) *
-                                     int64_t(s.batch) * s.heads_q &&
-            int64_t(seen.size()) <= tiles_seen * int64_t(s.batch) * s.heads_q,
-        "%s: %zu items", where.c_str(), seen.size());
+  // Whole tiles among the first `columns` columns hold every (batch, query head).
+  const int64_t whole = columns / plan.head_groups;
+  int64_t in_whole = 0;
+  for (const auto& e : seen) in_whole += std::get<0>(e) < whole;
+  CHECK(in_whole == whole * int64_t(s.batch) * s.heads_q, "%s: %lld items in %lld tiles",
+        where.c_str(), static_cast<long long>(in_whole), static_cast<long long>(whole));
   // Streams: every chunk count a CTA can have, at every item count it can have.
   const int max_items = plan.units_per_cta * plan.heads_per_cta;
   for (int n = 1; n <= plan.max_chunks; ++n) {
