@@ -145,19 +145,13 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
     }
   };
 
-  for (int g = 0; g < cs.ring; ++g) {  // one cp.async group per chunk (ChunkStream)
-    if (g < cs.total()) issue(g);
-    sm80::cp_async_fence();
-  }
+  stream_prologue(cs, issue);
   for (int w = 0; w < items; ++w) {
     clear(acc_dq);
     float lse_log2[kRows], delta[kRows];
     for (int c = 0; c < cs.n; ++c) {
       const int g = w * cs.n + c;
-      cp_async_wait_n(cs.pending(g));
-      __syncthreads();  // chunk g (and the item's rows) landed; step g - 1 is done everywhere
-      if (const int r = cs.refill(g); r >= 0) issue(r);
-      sm80::cp_async_fence();
+      stream_step(cs, g, issue);  // chunk g (at c = 0 the item's rows) landed everywhere
       const int ltid = sm80::opaque(tid);
       Tensor cS = sm80::rowcol_view(mma.get_thread_slice(ltid).partition_C(
           make_identity_tensor(Shape<Int<kBlockM>, Int<kChunk>>{})));

@@ -145,22 +145,13 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
              make_identity_tensor(Shape<Int<kBlockM>, Int<kChunk>>{}))));
   const float scale_log2 = p.scale * float(M_LOG2E);
 
-  for (int g = 0; g < cs.ring; ++g) {  // one cp.async group per chunk (ChunkStream)
-    if (g < cs.total()) issue(g);
-    sm80::cp_async_fence();
-  }
+  stream_prologue(cs, issue);
   for (int w = 0; w < items; ++w) {
     clear(acc_o);
     sm80::OnlineSoftmax<kRows> softmax;
     for (int c = 0; c < cs.n; ++c) {
       const int g = w * cs.n + c;
-      cp_async_wait_n(cs.pending(g));
-      // Chunk g (and at c = 0 the item's Q tile) landed for every thread; every warp is done
-      // with step g - 1, whose slot (and, a step later, item w - 1's Q buffer) the refill
-      // below may overwrite.
-      __syncthreads();
-      if (const int r = cs.refill(g); r >= 0) issue(r);
-      sm80::cp_async_fence();
+      stream_step(cs, g, issue);  // chunk g (at c = 0 the item's Q tile) landed everywhere
       const int ltid = sm80::opaque(tid);
       if (c == 0) {  // Q fragments, once per item: every chunk's S reuses them
         auto thr_copy_q = copy_q.get_thread_slice(ltid);

@@ -46,6 +46,28 @@ CUTE_DEVICE void cp_async_wait_n(int n) {
   }
 }
 
+// The chunk stream's cp.async bookkeeping (halo_plan.h ChunkStream), shared by the forward
+// and the dQ kernel; `issue(g)` issues the loads of global chunk g (every thread calls it).
+// Before step 0: the first ring chunks, one group each.
+template <class Issue>
+CUTE_DEVICE void stream_prologue(const ChunkStream& cs, Issue&& issue) {
+  for (int g = 0; g < cs.ring; ++g) {
+    if (g < cs.total()) issue(g);
+    sm80::cp_async_fence();
+  }
+}
+
+// At step g: wait for chunk g (and its item's rows), a barrier (every warp is done with step
+// g - 1, whose slot, and a step later item w - 1's buffers, the refill may overwrite), then
+// the refill's group.
+template <class Issue>
+CUTE_DEVICE void stream_step(const ChunkStream& cs, int g, Issue&& issue) {
+  cp_async_wait_n(cs.pending(g));
+  __syncthreads();
+  if (const int r = cs.refill(g); r >= 0) issue(r);
+  sm80::cp_async_fence();
+}
+
 // The work item of CTA column `tile_index` (blockIdx.x / head_groups): its Q tile (lane d of
 // warp 0 decodes dim d), halo and tables; row offsets in tensors of spatial strides
 // strides[0..2]. Ends with a barrier: the tables are ready for every thread.
