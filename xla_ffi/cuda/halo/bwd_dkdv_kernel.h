@@ -8,9 +8,9 @@
 // registers over all steps and heads: the group's sum is formed inside the CTA.
 //
 // Per step (the sm80 backward's math, sm80/bwd_kernel.h, without its dQ):
-//   wait Q, dO, LSE, delta; sync | S = Q K^T, dP = dO V^T | element mask | P = exp(scale S -
-//   LSE), dS = P (dP - delta) -> smem | sync | dV += P^T dO, dK += dS^T Q | sync | issue the
-//   next step's Q, dO, LSE, delta gathers
+//   issue the next step's Q, dO, LSE, delta gathers (the other buffer of two) | wait for this
+//   step's; sync | S = Q K^T, dP = dO V^T | element mask | P = exp(scale S - LSE),
+//   dS = P (dP - delta) -> smem | sync | dV += P^T dO, dK += dS^T Q | sync
 // Mask: query q of the list sees key c of the box iff q's box coordinate lies in c's inverse
 // window shifted into the inverse halo (sm80/tile_mask.h mask_cols_by_inverse_window, the
 // per-key tables of index_math.h key_inverse_window): exactly "key c is in q's window".
@@ -82,13 +82,23 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
   }
   __syncthreads();
 
-  Tensor sQ = make_tensor(make_smem_ptr(ss.q), typename Traits::SmemLayoutQ{});
-  Tensor sQt = make_tensor(make_smem_ptr(ss.q), typename Traits::SmemLayoutQt{});
-  Tensor sQtNoSwizzle = make_tensor(make_smem_ptr(ss.q), typename Traits::SmemLayoutQtNoSwizzle{});
-  Tensor sdO = make_tensor(make_smem_ptr(ss.dout), typename Traits::SmemLayoutQ{});
-  Tensor sdOt = make_tensor(make_smem_ptr(ss.dout), typename Traits::SmemLayoutQt{});
+  // The step rows of buffer `bi` (step parity).
+  auto sQ_at = [&](int bi) {
+    return make_tensor(make_smem_ptr(ss.step[bi].q), typename Traits::SmemLayoutQ{});
+  };
+  auto sQt_at = [&](int bi) {
+    return make_tensor(make_smem_ptr(ss.step[bi].q), typename Traits::SmemLayoutQt{});
+  };
+  auto sdO_at = [&](int bi) {
+    return make_tensor(make_smem_ptr(ss.step[bi].dout), typename Traits::SmemLayoutQ{});
+  };
+  auto sdOt_at = [&](int bi) {
+    return make_tensor(make_smem_ptr(ss.step[bi].dout), typename Traits::SmemLayoutQt{});
+  };
+  Tensor sQtNoSwizzle =
+      make_tensor(make_smem_ptr(ss.step[0].q), typename Traits::SmemLayoutQtNoSwizzle{});
   Tensor sdOtNoSwizzle =
-      make_tensor(make_smem_ptr(ss.dout), typename Traits::SmemLayoutQtNoSwizzle{});
+      make_tensor(make_smem_ptr(ss.step[0].dout), typename Traits::SmemLayoutQtNoSwizzle{});
   Tensor sK = make_tensor(make_smem_ptr(ss.k), typename Traits::SmemLayoutKV{});
   Tensor sV = make_tensor(make_smem_ptr(ss.v), typename Traits::SmemLayoutKV{});
   Tensor sP = make_tensor(make_smem_ptr(ss.p), typename Traits::SmemLayoutP{});
@@ -115,10 +125,11 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
   }
 
   // Step `it`: query head hkv * G + it / q_steps, query-list positions
-  // (it % q_steps) * kBlockM ..: the Q, dO, LSE and delta rows.
+  // (it % q_steps) * kBlockM ..: the Q, dO, LSE and delta rows, into buffer it % 2.
   const int group = shape.heads_q / shape.heads_kv;
   const int num_iters = q_steps * group;
   auto load_step = [&](int it) {
+    typename Traits::StepRows& sr = ss.step[it & 1];
     const int64_t h = hkv() * group + it / q_steps;
     const uint32_t* codes = ss.q_code + (it % q_steps) * kBlockM;
     const sm80::TileRows rows = sm80::tile_rows(ss.inv_tile, shape);
@@ -128,19 +139,23 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
       };
     };
     sm80::gather_rows_async<kBlockM, kHeadDim, kNThreads>(
-        sQ, static_cast<const Element*>(f.q) + b() * f.q_strides.batch + h * f.q_strides.head,
+        sQ_at(it & 1),
+        static_cast<const Element*>(f.q) + b() * f.q_strides.batch + h * f.q_strides.head,
         q_row(f.q_strides.spatial), tid);
     sm80::gather_rows_async<kBlockM, kHeadDim, kNThreads>(
-        sdO,
+        sdO_at(it & 1),
         static_cast<const Element*>(p.dout) + b() * p.dout_strides.batch +
             h * p.dout_strides.head,
         q_row(p.dout_strides.spatial), tid);
     const int64_t stat = b() * f.lse_strides.batch + h * f.lse_strides.head;
-    sm80::gather_row_floats_async<kBlockM, kNThreads>(ss.lse, f.lse + stat,
+    sm80::gather_row_floats_async<kBlockM, kNThreads>(sr.lse, f.lse + stat,
                                                       q_row(f.lse_strides.spatial), tid);
-    sm80::gather_row_floats_async<kBlockM, kNThreads>(ss.delta, p.delta + stat,
+    sm80::gather_row_floats_async<kBlockM, kNThreads>(sr.delta, p.delta + stat,
                                                       q_row(f.lse_strides.spatial), tid);
   };
+  // cp.async groups: group 0 holds K, V and step 0's rows; step `it` commits group it + 1
+  // (step it + 1's rows, maybe empty) before its wait, so at most one group (the next
+  // step's) may still be pending when step it's rows must have landed.
   if (num_iters > 0) load_step(0);  // a box no computed query sees writes zero dK / dV
   sm80::cp_async_fence();
 
@@ -148,9 +163,9 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
   typename Traits::TiledMmadKV mma_dkv;
   auto thr_sdp = mma_sdp.get_thread_slice(tid);
   auto thr_dkv = mma_dkv.get_thread_slice(tid);
-  Tensor tSrQ = thr_sdp.partition_fragment_A(sQ);
+  Tensor tSrQ = thr_sdp.partition_fragment_A(sQ_at(0));
   Tensor tSrK = thr_sdp.partition_fragment_B(sK);
-  Tensor tdPrdO = thr_sdp.partition_fragment_A(sdO);
+  Tensor tdPrdO = thr_sdp.partition_fragment_A(sdO_at(0));
   Tensor tdPrV = thr_sdp.partition_fragment_B(sV);
   Tensor tdVrPt = thr_dkv.partition_fragment_A(sPtNoSwizzle);
   Tensor tdVrdOt = thr_dkv.partition_fragment_B(sdOtNoSwizzle);
@@ -169,8 +184,15 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
   const float scale_log2 = f.scale * float(M_LOG2E);
 
   for (int it = 0; it < num_iters; ++it) {
-    sm80::cp_async_wait<0>();
+    // Buffer (it + 1) % 2 was last read by step it - 1, before its closing barrier.
+    if (it + 1 < num_iters) load_step(it + 1);
+    sm80::cp_async_fence();
+    sm80::cp_async_wait<1>();
     __syncthreads();  // Q, dO, stats of `it` (and K, V) landed
+    const int bi = it & 1;
+    const typename Traits::StepRows& sr = ss.step[bi];
+    Tensor sQ = sQ_at(bi);
+    Tensor sdO = sdO_at(bi);
 
     const int ltid = sm80::opaque(tid);
     Tensor acc_s = partition_fragment_C(mma_sdp, Shape<Int<kBlockM>, Int<kBlockN>>{});
@@ -200,8 +222,8 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
     CUTE_UNROLL
     for (int r = 0; r < size<0>(s_rc); ++r) {
       const int row = get<0>(c_rc(r, 0));
-      const float lse_log2 = ss.lse[row] * float(M_LOG2E);
-      const float delta = ss.delta[row];
+      const float lse_log2 = sr.lse[row] * float(M_LOG2E);
+      const float delta = sr.delta[row];
       CUTE_UNROLL
       for (int c = 0; c < size<1>(s_rc); ++c) {
         const float prob = exp2f(s_rc(r, c) * scale_log2 - lse_log2);
@@ -221,16 +243,12 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
     {
       auto ta = copy_dkv_a.get_thread_slice(sm80::opaque(tid));
       auto tb = copy_dkv_b.get_thread_slice(sm80::opaque(tid));
-      sm80::gemm_ss(mma_dkv, acc_dv, tdVrPt, tdVrdOt, ta.partition_S(sPt), tb.partition_S(sdOt),
-                    copy_dkv_a, copy_dkv_b, ta, tb);
-      sm80::gemm_ss(mma_dkv, acc_dk, tdKrdSt, tdKrQt, ta.partition_S(sdSt), tb.partition_S(sQt),
-                    copy_dkv_a, copy_dkv_b, ta, tb);
+      sm80::gemm_ss(mma_dkv, acc_dv, tdVrPt, tdVrdOt, ta.partition_S(sPt),
+                    tb.partition_S(sdOt_at(bi)), copy_dkv_a, copy_dkv_b, ta, tb);
+      sm80::gemm_ss(mma_dkv, acc_dk, tdKrdSt, tdKrQt, ta.partition_S(sdSt),
+                    tb.partition_S(sQt_at(bi)), copy_dkv_a, copy_dkv_b, ta, tb);
     }
-    __syncthreads();  // every warp is done with sQ, sdO, sP, sdS and the row statistics
-    if (it + 1 < num_iters) {
-      load_step(it + 1);
-      sm80::cp_async_fence();
-    }
+    __syncthreads();  // every warp is done with sP, sdS and this step's rows (buffer bi)
   }
 
   // Epilogue: dK = scale * dS^T Q, dV = P^T dO, rows of the box that exist.

@@ -136,15 +136,20 @@ struct DkvTraits {
   using SmemLayoutPtNoSwizzle = typename Sm80::SmemLayoutPtNoSwizzle;
   using Atoms = typename Sm80::Atoms;
 
-  struct SharedStorage {
+  // A step's Q, dO, LSE and delta rows: two buffers (step parity), so the next step's
+  // gathers land while this one computes.
+  struct StepRows {
     alignas(128) Element q[cosize_v<SmemLayoutQ>];
     alignas(128) Element dout[cosize_v<SmemLayoutQ>];
+    float lse[kBlockM];    // per query of the step (0 for padding)
+    float delta[kBlockM];
+  };
+  struct SharedStorage {
+    StepRows step[2];
     alignas(128) Element k[cosize_v<SmemLayoutKV>];   // also the dK staging tile
     alignas(128) Element v[cosize_v<SmemLayoutKV>];   // also the dV staging tile
     alignas(128) Element p[cosize_v<SmemLayoutP>];
     alignas(128) Element ds[cosize_v<SmemLayoutP>];
-    float lse[kBlockM];    // per query of the step (0 for padding)
-    float delta[kBlockM];
     // Box coordinate of each query-list position (halo_plan.h query_list_code), padded to
     // whole steps.
     uint32_t q_code[kMaxHaloTokens + kBlockM];
