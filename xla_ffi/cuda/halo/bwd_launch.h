@@ -38,11 +38,19 @@ cudaError_t launch_bwd(const BwdParams& p, cudaStream_t stream) {
     return err;
 
   if (plan.num_kv_tiles > 0) {  // every KV box, also those no computed query sees (zeros)
+    plan_dkv_units(p, units_per_cta_hook(), &plan);
     auto kernel = &bwd_dkdv_kernel<DkvT>;
-    if (cudaError_t err = set_max_dynamic_smem(kernel, DkvT::kSmemBytes); err != cudaSuccess)
-      return err;
-    const dim3 grid(unsigned(plan.num_kv_tiles), unsigned(s.heads_kv), unsigned(s.batch));
-    kernel<<<grid, DkvT::kNThreads, DkvT::kSmemBytes, stream>>>(p);
+    DkvArgs args;
+    args.p = p;
+    args.units_per_cta = plan.dkv_units_per_cta;
+    args.kv_buffers = plan.dkv_units_per_cta > 1 ? 2 : 1;
+    const int smem = DkvT::smem_bytes(args.kv_buffers);
+    if (cudaError_t err = set_max_dynamic_smem(kernel, smem); err != cudaSuccess) return err;
+    int64_t dims[3];
+    if (!plan.dkv_grid(dims)) return cudaErrorInvalidValue;
+    const dim3 grid(static_cast<unsigned>(dims[0]), static_cast<unsigned>(dims[1]),
+                    static_cast<unsigned>(dims[2]));
+    kernel<<<grid, DkvT::kNThreads, smem, stream>>>(args);
     if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
   }
 

@@ -18,7 +18,8 @@ namespace jax_gna::halo {
 // problems take the paths of several items per CTA: JAX_GNA_HALO_HEADS_PER_CTA=n makes a call
 // whose key list is resident compute up to n query heads of a KV head per CTA (the largest
 // divisor of G not above n), whatever the grid size; JAX_GNA_HALO_UNITS_PER_CTA=n makes a
-// forward or dQ CTA without shared heads compute up to n (batch, KV head) units.
+// forward or dQ CTA without shared heads, and a dK/dV CTA, compute up to n (batch, KV head)
+// units.
 inline int env_int(const char* name) {
   const char* e = std::getenv(name);
   return e != nullptr ? std::atoi(e) : 0;

@@ -362,8 +362,25 @@ inline std::string plan_call(const FwdParams& p, int q_tile_tokens, int chunk_to
   return std::string();
 }
 
-// Most (batch, KV head) units one forward CTA computes (the unit stream of q_tile_cta.h).
+// Most (batch, KV head) units one CTA computes (the forward's, the dQ and dK/dV kernels').
 constexpr int kMaxUnitsPerCta = 8;
+
+// Units per CTA for a grid of `columns` CTA columns (Q tiles or KV boxes, with head groups)
+// and `units` (batch, KV head) units: the most, up to kMaxUnitsPerCta, that keep
+// kMinCtasPerSm CTAs per SM; `units_hook` > 0 (the test hook) forces up to it.
+inline int choose_units_per_cta(int64_t columns, int64_t units, int num_sms, int units_hook) {
+  if (units <= 1) return 1;
+  int upc = 1;
+  const int64_t floor = int64_t(kMinCtasPerSm) * (num_sms > 0 ? num_sms : 1);
+  for (int c = kMaxUnitsPerCta; c > 1; --c) {
+    if (columns * ((units + c - 1) / c) >= floor) {
+      upc = c;
+      break;
+    }
+  }
+  if (units_hook > 0) upc = imin(units_hook, kMaxUnitsPerCta);
+  return int(units < upc ? units : upc);
+}
 
 // The forward's CTAs of several items (plan_call's plan of `p` in, adjusted): a CTA that
 // computes more than one item (query heads sharing its halo, or units) double-buffers its Q
@@ -384,18 +401,9 @@ inline void plan_units(const FwdParams& p, int max_ring_multi, int units_hook, P
     }
   }
   const int64_t columns = plan->num_q_tiles * plan->head_groups;
-  int upc = 1;
-  if (plan->heads_per_cta == 1 && max_ring_multi >= 2 && units > 1) {
-    const int64_t floor = int64_t(kMinCtasPerSm) * (p.num_sms > 0 ? p.num_sms : 1);
-    for (int c = kMaxUnitsPerCta; c > 1; --c) {
-      if (columns * ((units + c - 1) / c) >= floor) {
-        upc = c;
-        break;
-      }
-    }
-    if (units_hook > 0) upc = imin(units_hook, kMaxUnitsPerCta);
-    upc = int(units < upc ? units : upc);
-  }
+  const int upc = plan->heads_per_cta == 1 && max_ring_multi >= 2
+                      ? choose_units_per_cta(columns, units, p.num_sms, units_hook)
+                      : 1;
   if (upc > 1) plan->ring_slots = imin(plan->max_chunks + 1, max_ring_multi);
   plan->resident = plan->max_chunks <= plan->ring_slots;
   plan->units_per_cta = upc;
@@ -464,7 +472,27 @@ struct BwdPlan {
   int max_inv_extent[kMaxRank];
   int max_inv_tokens;         // the largest inverse halo of any KV box (queries per head)
   int64_t num_kv_tiles;       // KV boxes (sm80::tile_grid of p.tiles.kv)
+  // The dK/dV kernel's units (plan_dkv_units; 1 and batch x heads_kv before it): a CTA
+  // computes dkv_units_per_cta consecutive (batch, KV head) units of its KV box.
+  int dkv_units_per_cta = 1;
+  int64_t dkv_unit_blocks = 0;
+
+  // The dK/dV launch grid: (KV boxes, unit blocks split over y and z), as Plan::grid.
+  bool dkv_grid(int64_t dims[3]) const {
+    dims[0] = num_kv_tiles;
+    dims[1] = dkv_unit_blocks < 65535 ? dkv_unit_blocks : 65535;
+    dims[2] = dims[1] > 0 ? (dkv_unit_blocks + dims[1] - 1) / dims[1] : 0;
+    return dims[0] <= INT32_MAX && dims[2] <= 65535;
+  }
 };
+
+inline void plan_dkv_units(const BwdParams& p, int units_hook, BwdPlan* plan) {
+  const ProblemShape& s = p.fwd.shape;
+  const int64_t units = int64_t(s.batch) * s.heads_kv;
+  plan->dkv_units_per_cta =
+      choose_units_per_cta(plan->num_kv_tiles, units, p.fwd.num_sms, units_hook);
+  plan->dkv_unit_blocks = (units + plan->dkv_units_per_cta - 1) / plan->dkv_units_per_cta;
+}
 
 // Why the halo backward cannot serve `p` (q_tile_tokens / kv_tile_tokens: its registry
 // entry); "" when it can, with *plan filled (the dQ kernel's ring from max_ring, heads per CTA
@@ -504,6 +532,8 @@ inline std::string plan_bwd_call(const BwdParams& p, int q_tile_tokens, int kv_t
                   f.tiles.kv[1], f.tiles.kv[2], kMaxHaloTokens);
   plan->max_inv_tokens = int(tokens);
   plan->num_kv_tiles = sm80::tile_grid(s, f.tiles.kv).total();
+  plan->dkv_units_per_cta = 1;
+  plan->dkv_unit_blocks = int64_t(s.batch) * s.heads_kv;
   return std::string();
 }
 

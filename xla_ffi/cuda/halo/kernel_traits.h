@@ -161,8 +161,15 @@ struct DkvTraits {
     DimTile inv_tile[kMaxRank];  // its inverse halo (group, group length, [origin, end))
     int inv_tokens;
   };
-  static constexpr int kSmemBytes = int(sizeof(SharedStorage));
+  static constexpr int kSmemBytes = int((sizeof(SharedStorage) + 127) / 128 * 128);
   static_assert(kSmemBytes <= sm80::kPortableSmemBytes, "fits every sm80+ part");
+  // A CTA of several (batch, KV head) units (bwd_dkdv_kernel.h) holds a second K and V tile
+  // after the storage: the next unit's load while this one computes.
+  static constexpr int kKvBytes = int(cosize_v<SmemLayoutKV> * sizeof(Element));
+  static constexpr int smem_bytes(int kv_buffers) {
+    return kSmemBytes + (kv_buffers - 1) * 2 * kKvBytes;
+  }
+  static_assert(smem_bytes(2) <= sm80::kPortableSmemBytes, "fits every sm80+ part");
 };
 
 }  // namespace jax_gna::halo

@@ -640,6 +640,66 @@ static int64_t token_index(const ProblemShape& s, const int c[kMaxRank]) {
 // against the query-list code) admits exactly the spec's (computed query, key) pairs: each
 // key's admitted pairs number the computed queries that see it, so every such query is in
 // the inverse halo.
+// The dK/dV kernel's units (plan_dkv_units, cta_items over the launch grid): every (KV box,
+// batch, KV head) once; its step stream (bwd_dkdv_kernel.h), simulated: step s's rows and
+// its unit's K, V are complete at its wait (one group allowed pending) and loaded into
+// buffers whose last reader passed a barrier.
+static void check_dkv_units(const BwdParams& bp, const BwdPlan& base, const std::string& where) {
+  const ProblemShape& s = bp.fwd.shape;
+  const int64_t units = int64_t(s.batch) * s.heads_kv;
+  for (int hook : {0, 1, 2, 3, 8}) {
+    BwdPlan plan = base;
+    plan_dkv_units(bp, hook, &plan);
+    const int upc = plan.dkv_units_per_cta;
+    CHECK(upc >= 1 && upc <= kMaxUnitsPerCta && (hook == 0 || upc == std::min<int64_t>(hook, units)),
+          "%s: dK/dV units %d (hook %d)", where.c_str(), upc, hook);
+    int64_t dims[3];
+    CHECK(plan.dkv_grid(dims) && dims[0] == plan.num_kv_tiles, "%s: dK/dV grid", where.c_str());
+    std::set<std::pair<int64_t, int64_t>> seen;  // (batch, KV head) of box 0
+    for (int64_t ub = 0; ub < dims[1] * dims[2]; ++ub) {
+      const CtaItems it = cta_items(s, 0, ub, upc, 1, 1);
+      CHECK((it.units > 0) == (ub < plan.dkv_unit_blocks), "%s: dK/dV unit block", where.c_str());
+      for (int w = 0; w < it.items(); ++w) {
+        CHECK(seen.insert({it.batch(w), it.kv_head(w)}).second && it.batch(w) < s.batch,
+              "%s: dK/dV unit twice", where.c_str());
+      }
+    }
+    CHECK(int64_t(seen.size()) == units, "%s: dK/dV units %zu of %lld", where.c_str(),
+          seen.size(), static_cast<long long>(units));
+  }
+  for (int U = 1; U <= 4; ++U) {
+    for (int S = 1; S <= 5; ++S) {
+      const int total = U * S;
+      std::vector<int> group_rows(static_cast<size_t>(total)), group_kv(static_cast<size_t>(U));
+      int rows_holds[2] = {-1, -1}, kv_holds[2] = {-1, -1};
+      int committed = 0;
+      group_rows[0] = group_kv[0] = committed++;  // prologue: unit 0's K, V, step 0's rows
+      rows_holds[0] = 0;
+      kv_holds[0] = 0;
+      for (int st = 0; st < total; ++st) {
+        const int u = st / S, it = st % S;
+        if (st + 1 < total) {
+          // rows of step st + 1 into buffer (st + 1) % 2: its last step (st - 1) is done
+          CHECK(rows_holds[(st + 1) % 2] < st, "U%d S%d: step rows overwritten", U, S);
+          rows_holds[(st + 1) % 2] = st + 1;
+          group_rows[size_t(st + 1)] = committed;
+        }
+        if (it == 0 && u + 1 < U) {
+          // K, V of unit u + 1 into buffer (u + 1) % 2: its unit (u - 1) has stored its output
+          CHECK(kv_holds[(u + 1) % 2] < u, "U%d S%d: K/V buffer overwritten", U, S);
+          kv_holds[(u + 1) % 2] = u + 1;
+          group_kv[size_t(u + 1)] = committed;
+        }
+        ++committed;
+        // wait<1>: groups 0 .. committed - 2 done.
+        CHECK(group_rows[size_t(st)] <= committed - 2 && group_kv[size_t(u)] <= committed - 2 &&
+                  rows_holds[st % 2] == st && kv_holds[u % 2] == u,
+              "U%d S%d: step %d's loads not landed", U, S, st);
+      }
+    }
+  }
+}
+
 static void check_backward(const Problem& pr, const int kv_box[kMaxRank]) {
   BwdParams bp;
   bp.fwd = make_params(pr);
@@ -669,6 +729,7 @@ static void check_backward(const Problem& pr, const int kv_box[kMaxRank]) {
         where.c_str(), serves ? "serves" : "refuses", static_cast<long long>(tokens),
         why.c_str());
   if (!why.empty()) return;
+  check_dkv_units(bp, plan, where);
   for (int d = 0; d < kMaxRank; ++d)
     CHECK(plan.max_inv_extent[d] == brute[d], "%s: dim %d inverse extent %d, brute %d",
           where.c_str(), d, plan.max_inv_extent[d], brute[d]);
