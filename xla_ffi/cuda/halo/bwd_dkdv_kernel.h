@@ -27,6 +27,7 @@
 
 #include "halo_plan.h"
 #include "kernel_traits.h"
+#include "q_tile_cta.h"
 #include "sm80/epilogue.h"
 #include "sm80/gather_copy.h"
 #include "sm80/mma_utils.h"
@@ -57,8 +58,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
   const FwdParams& f = p.fwd;
   const ProblemShape& shape = f.shape;
   const int tid = threadIdx.x;
-  const CtaItems work = cta_items(shape, 0, int64_t(blockIdx.y) + int64_t(gridDim.y) * blockIdx.z,
-                                  args.units_per_cta, 1, 1);
+  const CtaItems work = this_cta_items(shape, args.units_per_cta, 1, 1);
   if (work.units == 0) return;  // past the last unit (CTA-uniform, before any barrier)
 
   extern __shared__ __align__(128) unsigned char smem_buf[];

@@ -55,8 +55,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
   const ProblemShape& shape = f.shape;
   const int tid = threadIdx.x;
   const CtaItems work =
-      cta_items(shape, blockIdx.x, int64_t(blockIdx.y) + int64_t(gridDim.y) * blockIdx.z,
-                args.units_per_cta, args.heads_per_cta, args.head_groups);
+      this_cta_items(shape, args.units_per_cta, args.heads_per_cta, args.head_groups);
   if (work.units == 0) return;  // past the last unit (CTA-uniform, before any barrier)
   const int items = work.items();
 

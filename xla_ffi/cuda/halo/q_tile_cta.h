@@ -46,6 +46,14 @@ CUTE_DEVICE void cp_async_wait_n(int n) {
   }
 }
 
+// This CTA's items (halo_plan.h cta_items) in a grid of Plan::grid / BwdPlan::dkv_grid:
+// unit block blockIdx.y + gridDim.y x blockIdx.z.
+CUTE_DEVICE CtaItems this_cta_items(const ProblemShape& s, int units_per_cta, int heads_per_cta,
+                                    int head_groups) {
+  return cta_items(s, blockIdx.x, int64_t(blockIdx.y) + int64_t(gridDim.y) * blockIdx.z,
+                   units_per_cta, heads_per_cta, head_groups);
+}
+
 // The chunk stream's cp.async bookkeeping (halo_plan.h ChunkStream), shared by the forward
 // and the dQ kernel; `issue(g)` issues the loads of global chunk g (every thread calls it).
 // Before step 0: the first ring chunks, one group each.
