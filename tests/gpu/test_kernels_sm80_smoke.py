@@ -76,11 +76,12 @@ def _halo_cases() -> list[Case]:
     """The halo forward's cases: windows of 3-13 (and the edges of its rule), 2-D/3-D grids,
     partial tiles, dilation up to length / kernel_size, stride, causal dims, GQA with one
     head per CTA and with heads sharing a resident halo (JAX_GNA_HALO_HEADS_PER_CTA),
-    additional tokens, key lists longer than the shared-memory ring (streamed), head dims
+    CTAs of several (batch, KV head) units (JAX_GNA_HALO_UNITS_PER_CTA), additional tokens, key lists longer than the shared-memory ring (streamed), head dims
     32/64/128 in bf16 and fp16. The backward (head dims 32/64) runs on every case; with
     additional tokens it must refuse (a SKIP row with the reason)."""
     f = dict(bwd=False)
     share = lambda n: (("JAX_GNA_HALO_HEADS_PER_CTA", str(n)),)  # noqa: E731
+    units = lambda n: (("JAX_GNA_HALO_UNITS_PER_CTA", str(n)),)  # noqa: E731
     c = [
         Case("halo_2d_7x7", (56, 56), (7, 7), batch=1, **f),
         Case("halo_2d_7x7_partial", (30, 27), (7, 7), **f),
@@ -122,6 +123,21 @@ def _halo_cases() -> list[Case]:
         Case("halo_2d_rising_keys", (32, 32), (13, 13), key_ramp=12.0, dtype="fp16", batch=1,
              **f),
         Case("halo_2d_many_heads", (14, 14), (3, 3), batch=16, heads_q=8, heads_kv=8, **f),
+        # Forward CTAs of several (batch, KV head) units (JAX_GNA_HALO_UNITS_PER_CTA): the
+        # next unit's Q tile and chunks load while one computes; a last CTA of fewer units;
+        # key lists of one chunk, resident and streamed; GQA and additional tokens.
+        Case("halo_2d_units", (30, 27), (7, 7), batch=3, heads_q=4, heads_kv=2, env=units(4),
+             **f),
+        Case("halo_2d_units_stream", (40, 40), (13, 13), batch=2, heads_q=3, heads_kv=3,
+             env=units(4), **f),
+        Case("halo_3d_units_gqa_extra", (6, 10, 12), (3, 5, 5), batch=2, heads_q=6,
+             heads_kv=2, num_extra=20, causal=(True, False, False), env=units(3), **f),
+        Case("halo_1d_units_one_chunk", (200,), (5,), dilation=(4,), batch=5, heads_q=2,
+             heads_kv=2, env=units(8), **f),
+        # Enough (batch, KV head) units that the plan itself gives a CTA two (132 SMs).
+        Case("halo_2d_units_auto", (28, 28), (7, 7), batch=34, heads_q=4, heads_kv=4, **f),
+        Case("halo_2d_units_dilation", (28, 28), (5, 5), dilation=(2, 2), batch=4,
+             heads_q=2, heads_kv=1, env=units(3), **f),
         # Past the rule's halo limit: refused with the reason.
         Case("halo_2d_large_window_refused", (64, 64), (31, 31), refused=True, **f),
     ]

@@ -18,7 +18,7 @@
 #include "../common/registry.h"
 #include "bwd_dkdv_kernel.h"
 #include "bwd_dq_kernel.h"
-#include "fwd_launch.h"  // heads_per_cta_hook
+#include "fwd_launch.h"  // heads_per_cta_hook, units_per_cta_hook
 
 namespace jax_gna::halo {
 
@@ -38,26 +38,39 @@ cudaError_t launch_bwd(const BwdParams& p, cudaStream_t stream) {
     return err;
 
   if (plan.num_kv_tiles > 0) {  // every KV box, also those no computed query sees (zeros)
+    plan_dkv_units(p, units_per_cta_hook(), &plan);
     auto kernel = &bwd_dkdv_kernel<DkvT>;
-    if (cudaError_t err = set_max_dynamic_smem(kernel, DkvT::kSmemBytes); err != cudaSuccess)
-      return err;
-    const dim3 grid(unsigned(plan.num_kv_tiles), unsigned(s.heads_kv), unsigned(s.batch));
-    kernel<<<grid, DkvT::kNThreads, DkvT::kSmemBytes, stream>>>(p);
+    DkvArgs args;
+    args.p = p;
+    args.units_per_cta = plan.dkv_units_per_cta;
+    args.kv_buffers = plan.dkv_units_per_cta > 1 ? 2 : 1;
+    const int smem = DkvT::smem_bytes(args.kv_buffers);
+    if (cudaError_t err = set_max_dynamic_smem(kernel, smem); err != cudaSuccess) return err;
+    int64_t dims[3];
+    if (!plan.dkv_grid(dims)) return cudaErrorInvalidValue;
+    const dim3 grid(static_cast<unsigned>(dims[0]), static_cast<unsigned>(dims[1]),
+                    static_cast<unsigned>(dims[2]));
+    kernel<<<grid, DkvT::kNThreads, smem, stream>>>(args);
     if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
   }
 
   if (plan.dq.num_q_tiles > 0) {
+    plan_units(p.fwd, DqT::kMaxRingMulti, units_per_cta_hook(), &plan.dq);
     auto kernel = &bwd_dq_kernel<DqT>;
-    const int smem = DqT::smem_bytes(plan.dq.ring_slots);
+    const int item_buffers = plan.dq.heads_per_cta * plan.dq.units_per_cta > 1 ? 2 : 1;
+    const int smem = DqT::smem_bytes(plan.dq.ring_slots, item_buffers);
     if (cudaError_t err = set_max_dynamic_smem(kernel, smem); err != cudaSuccess) return err;
     DqArgs args;
     args.p = p;
     args.ring_slots = plan.dq.ring_slots;
+    args.item_buffers = item_buffers;
     args.heads_per_cta = plan.dq.heads_per_cta;
     args.head_groups = plan.dq.head_groups;
-    args.group = plan.dq.group;
-    const dim3 grid(unsigned(plan.dq.num_q_tiles * plan.dq.head_groups),
-                    unsigned(s.heads_kv), unsigned(s.batch));
+    args.units_per_cta = plan.dq.units_per_cta;
+    int64_t dims[3];
+    if (!plan.dq.grid(dims)) return cudaErrorInvalidValue;
+    const dim3 grid(static_cast<unsigned>(dims[0]), static_cast<unsigned>(dims[1]),
+                  static_cast<unsigned>(dims[2]));
     kernel<<<grid, DqT::kNThreads, smem, stream>>>(args);
     if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
   }

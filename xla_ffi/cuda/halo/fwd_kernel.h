@@ -2,19 +2,20 @@
 // cp.async gathers with zero fill, ldmatrix, fp32 online softmax; the sm80 family's building
 // blocks).
 //
-// One CTA = one (batch, Q tile, heads_per_cta query heads of one KV head). The Q tile is a box
-// of 64 queries (4 warps x 16 rows); its halo (halo_plan.h: the box of keys its queries see
-// together) is gathered into shared memory as the key list (halo tokens row-major, then the
-// additional tokens), in chunks of 64 keys, each chunk one step:
+// One CTA = one Q tile and a run of items over it: query heads of one KV head sharing the
+// CTA's halo (heads_per_cta), or consecutive (batch, KV head) units (units_per_cta); the tile's
+// tables are built once. The Q tile is a box of 64 queries (4 warps x 16 rows); its halo
+// (halo_plan.h: the box of keys its queries see together) is gathered into shared memory as
+// the key list (halo tokens row-major, then the additional tokens), in chunks of 64 keys,
+// each chunk one step:
 //   S = Q K^T (64 x 64) | element mask (each query's window, index_math.h packed test) |
 //   online softmax | O += P V
-// K and V chunks live in a ring of ring_slots slots (per call, halo_plan.h). All slots are
-// issued at the start, one cp.async group per chunk, and a chunk is waited for just before
-// its step: when the key list fits the ring (resident: the common case for small windows)
-// every key is loaded exactly once and the loads of later chunks overlap the steps of earlier
-// ones; a longer key list streams through the ring, chunk c + ring_slots loading into the
-// slot chunk c - 1 just freed. Query heads that share a KV head (GQA) share a resident ring:
-// the CTA computes them one after the other over the same K and V (heads_per_cta).
+// K and V chunks live in a ring of slots; the chunks of all the CTA's items form one stream
+// (halo_plan.h ChunkStream): a chunk is waited for just before its step, while later chunks
+// load, and an item's Q tile loads with its first chunk into one of two Q buffers, so the
+// next unit's Q tile and first chunk load while this one computes. A resident key list
+// (the common case for small windows) is loaded once per unit; query heads sharing a KV head
+// (GQA) read the first item's chunks.
 //
 // Per element, key j of the list is visible to query row r when j is a halo token whose box
 // coordinate lies in r's window shifted into the halo (window.h windows, tabulated per CTA)
@@ -42,9 +43,11 @@ using namespace cute;
 struct KernelArgs {
   FwdParams p;
   int ring_slots;     // K and V chunks in shared memory
-  int heads_per_cta;  // query heads of one KV head per CTA
-  int head_groups;    // CTAs per (Q tile, KV head): G / heads_per_cta
+  int q_buffers;      // Q tiles in shared memory: 2 when a CTA computes several items
+  int heads_per_cta;  // query heads of one KV head per CTA (sharing its K and V)
+  int head_groups;    // CTAs per (Q tile, unit): G / heads_per_cta
   int group;          // G = heads_q / heads_kv
+  int units_per_cta;  // (batch, KV head) units per CTA (1 when heads_per_cta > 1)
 };
 
 template <class Traits>
@@ -58,15 +61,22 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
   constexpr int kChunkElems = Traits::kChunkElems;
   using Atoms = typename Traits::Atoms;
 
-  extern __shared__ __align__(128) unsigned char smem_buf[];
-  auto& ss = *reinterpret_cast<typename Traits::SharedStorage*>(smem_buf);
-  Element* const k_ring = reinterpret_cast<Element*>(smem_buf + Traits::kFixedBytes);
-  Element* const v_ring = k_ring + args.ring_slots * kChunkElems;
   const FwdParams& p = args.p;
   const ProblemShape& shape = p.shape;
   const int tid = threadIdx.x;
+  const CtaItems work =
+      this_cta_items(shape, args.units_per_cta, args.heads_per_cta, args.head_groups);
+  if (work.units == 0) return;  // past the last unit (CTA-uniform, before any barrier)
+  const int items = work.items();
 
-  // ---- The work item: Q tile, halo, tables (q_tile_cta.h) -------------------------------
+  extern __shared__ __align__(128) unsigned char smem_buf[];
+  auto& ss = *reinterpret_cast<typename Traits::SharedStorage*>(smem_buf);
+  Element* const q_second = reinterpret_cast<Element*>(smem_buf + Traits::kFixedBytes);
+  Element* const k_ring = reinterpret_cast<Element*>(
+      smem_buf + Traits::kFixedBytes + (args.q_buffers - 1) * Traits::kQBytes);
+  Element* const v_ring = k_ring + args.ring_slots * kChunkElems;
+
+  // ---- The Q tile, its halo and tables (q_tile_cta.h), once for every item ---------------
   QTileTables& t = ss.t;
   {
     const int64_t* const strides[3] = {p.q_strides.spatial, p.out_strides.spatial,
@@ -74,14 +84,32 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
     setup_q_tile<kNThreads>(t, p, int(blockIdx.x / unsigned(args.head_groups)), strides, tid);
   }
   const int num_keys = t.halo_tokens + shape.num_extra;
-  const int num_chunks = ceil_div(num_keys, kChunk);
-  auto issue_chunk = [&](int c, int slot) {
-    issue_kv_chunk<Traits>(t, p, k_ring, v_ring, c, slot, num_keys, tid);
+  const ChunkStream cs = make_chunk_stream(ceil_div(num_keys, kChunk), items, args.ring_slots,
+                                           args.heads_per_cta > 1);
+  auto sQ_at = [&](int w) {
+    return make_tensor(make_smem_ptr((w & 1) != 0 ? q_second : ss.q),
+                       typename Traits::SmemLayoutQ{});
+  };
+  // The loads of global chunk g: its item's Q tile with the item's chunk 0; K and V unless
+  // the item reads the first item's.
+  auto issue = [&](int g) {
+    const int w = g / cs.n, c = g - w * cs.n;
+    const int64_t b = work.batch(w);
+    if (c == 0) {
+      sm80::gather_rows_async<kBlockM, kHeadDim, kNThreads>(
+          sQ_at(w),
+          static_cast<const Element*>(p.q) + b * p.q_strides.batch +
+              work.q_head(w) * p.q_strides.head,
+          table_rows(t.row_off[0]), tid);
+    }
+    if (cs.loads_kv(g)) {
+      issue_kv_chunk<Traits>(t, p, k_ring, v_ring, c, cs.slot(g), num_keys, b, work.kv_head(w),
+                             tid);
+    }
   };
 
   typename Traits::TiledMma mma;
   auto thr_mma = mma.get_thread_slice(tid);
-  Tensor sQ = make_tensor(make_smem_ptr(ss.q), typename Traits::SmemLayoutQ{});
   auto sK_at = [&](int slot) {
     return make_tensor(make_smem_ptr(k_ring + slot * kChunkElems),
                        typename Traits::SmemLayoutKV{});
@@ -92,7 +120,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
   };
   Tensor sVtNoSwizzle =
       make_tensor(make_smem_ptr(v_ring), typename Traits::SmemLayoutVtNoSwizzle{});
-  Tensor tSrQ = thr_mma.partition_fragment_A(sQ);
+  Tensor tSrQ = thr_mma.partition_fragment_A(sQ_at(0));
   Tensor tSrK = thr_mma.partition_fragment_B(sK_at(0));
   Tensor tOrVt = thr_mma.partition_fragment_B(sVtNoSwizzle);
   auto copy_q = make_tiled_copy_A(typename Atoms::LdsmN{}, mma);
@@ -108,58 +136,28 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
   row_intervals(t, sm80::rowcol_view(thr_mma.partition_C(
                        make_identity_tensor(Shape<Int<kBlockM>, Int<kChunk>>{}))),
                 row_iv);
+  // A warp's 16 rows see a fraction of the halo (for an 8x8 tile and a 7x7 window, 8 of its
+  // 14 rows): chunks outside their key span hold only -inf scores for them, and skipping
+  // those steps changes no result bit (probabilities 0, running max unchanged).
+  const Range span = warp_key_span<kRows>(
+      t, sm80::rowcol_view(thr_mma.partition_C(
+             make_identity_tensor(Shape<Int<kBlockM>, Int<kChunk>>{}))));
   const float scale_log2 = p.scale * float(M_LOG2E);
-  const int ring = args.ring_slots;
-  const int head0 = int(blockIdx.y) * args.group +
-                    int(blockIdx.x % unsigned(args.head_groups)) * args.heads_per_cta;
 
-  for (int hi = 0; hi < args.heads_per_cta; ++hi) {
-    const int64_t h = head0 + hi;
-    // A resident key list stays in the ring from the first head on (no refills happen: a
-    // refill targets chunk c - 1 + ring >= num_chunks).
-    const bool load_kv = hi == 0 || num_chunks > ring;
-    if (hi > 0) __syncthreads();  // every warp is done with sQ (the last head's O staging)
-    sm80::gather_rows_async<kBlockM, kHeadDim, kNThreads>(
-        sQ,
-        static_cast<const Element*>(p.q) + int64_t(blockIdx.z) * p.q_strides.batch +
-            h * p.q_strides.head,
-        table_rows(t.row_off[0]), tid);
-    // cp.async groups: with load_kv, group c holds chunk c (group 0 also Q) for c < ring,
-    // and step c commits exactly one more group (the refill of chunk c - 1 + ring, maybe
-    // empty), so before step c's wait ring + c groups are committed and chunk c is complete
-    // once at most stream_pending(c, ring) are pending (halo_plan.h: ring - 1 for the first
-    // ring chunks, ring - 2 for refilled ones). Without load_kv, Q is the only group.
-    if (load_kv) {
-      for (int c = 0; c < ring; ++c) {
-        if (c < num_chunks) issue_chunk(c, c);
-        sm80::cp_async_fence();
-      }
-    } else {
-      sm80::cp_async_fence();
-    }
-
+  stream_prologue(cs, issue);
+  for (int w = 0; w < items; ++w) {
     clear(acc_o);
     sm80::OnlineSoftmax<kRows> softmax;
-    int slot = 0;  // c % ring
-    for (int c = 0; c < num_chunks; ++c) {
-      if (load_kv) {
-        cp_async_wait_n(stream_pending(c, ring));
-        // Chunk c (and Q) landed for every thread; every warp is done with chunk c - 1, whose
-        // slot the refill below overwrites.
-        __syncthreads();
-        if (c > 0 && c - 1 + ring < num_chunks) {
-          issue_chunk(c - 1 + ring, slot == 0 ? ring - 1 : slot - 1);
-        }
-        sm80::cp_async_fence();
-      } else if (c == 0) {
-        sm80::cp_async_wait<0>();
-        __syncthreads();
-      }
+    for (int c = 0; c < cs.n; ++c) {
+      const int g = w * cs.n + c;
+      stream_step(cs, g, issue);  // chunk g (at c = 0 the item's Q tile) landed everywhere
       const int ltid = sm80::opaque(tid);
-      if (c == 0) {  // Q fragments, once per head: every chunk's S reuses them
+      if (c == 0) {  // Q fragments, once per item: every chunk's S reuses them
         auto thr_copy_q = copy_q.get_thread_slice(ltid);
-        copy(copy_q, thr_copy_q.partition_S(sQ), thr_copy_q.retile_D(tSrQ));
+        copy(copy_q, thr_copy_q.partition_S(sQ_at(w)), thr_copy_q.retile_D(tSrQ));
       }
+      if (!chunk_seen(span, c * kChunk, kChunk, t.halo_tokens, num_keys)) continue;
+      const int slot = cs.slot(g);
       Tensor acc_s = partition_fragment_C(mma, Shape<Int<kBlockM>, Int<kChunk>>{});
       clear(acc_s);
       auto thr_copy_k = copy_k.get_thread_slice(ltid);
@@ -177,16 +175,18 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
       auto thr_copy_v = copy_v.get_thread_slice(sm80::opaque(tid));
       sm80::gemm_rs<true>(mma, acc_o, tOrP, tOrVt, thr_copy_v.partition_S(sVt_at(slot)),
                           copy_v, thr_copy_v);
-      slot = slot + 1 == ring ? 0 : slot + 1;
     }
 
     float lse[kRows];
     softmax.finalize(acc_o_rc, p.scale, lse);
-    Element* out_base = static_cast<Element*>(p.out) + int64_t(blockIdx.z) * p.out_strides.batch +
-                        h * p.out_strides.head;
-    float* lse_base = p.lse + int64_t(blockIdx.z) * p.lse_strides.batch + h * p.lse_strides.head;
-    __syncthreads();  // every warp is done reading sQ (Q fragments): it stages the output
-    sm80::store_rows_output<kBlockM, kHeadDim, kNThreads, Element>(mma, acc_o, sQ, out_base,
+    const int64_t b = work.batch(w), h = work.q_head(w);
+    Element* out_base =
+        static_cast<Element*>(p.out) + b * p.out_strides.batch + h * p.out_strides.head;
+    float* lse_base = p.lse + b * p.lse_strides.batch + h * p.lse_strides.head;
+    // Every warp is done reading the item's Q buffer (its fragments): it stages the output.
+    __syncthreads();
+    Tensor sO = sQ_at(w);
+    sm80::store_rows_output<kBlockM, kHeadDim, kNThreads, Element>(mma, acc_o, sO, out_base,
                                                                    table_rows(t.row_off[1]), tid);
     sm80::store_row_stat<kBlockM, kHeadDim>(thr_mma, lse, lse_base, table_rows(t.row_off[2]));
   }

@@ -114,6 +114,19 @@ GNA_HD BoxInterval row_interval(const int begin[kMaxRank], const int end[kMaxRan
   return sm80::shifted_interval(begin, end, h.origin);
 }
 
+// The positions of the key list a query with window [begin, end) (group-local, per dim) can
+// see among the halo tokens: [first, last + 1) of its window's first and last tokens, as the
+// halo is row-major (dim 2 fastest). Every key it sees lies inside; most of the span is
+// outside the window along the faster dims.
+GNA_HD Range row_key_span(const int begin[kMaxRank], const int end[kMaxRank], const HaloBox& h) {
+  int first = 0, last = 0;
+  for (int d = 0; d < kMaxRank; ++d) {
+    first = first * h.extent[d] + (begin[d] - h.origin[d]);
+    last = last * h.extent[d] + (end[d] - 1 - h.origin[d]);
+  }
+  return {first, last + 1};
+}
+
 // Does a query with mask interval `iv` see key j of the key list (halo_tokens halo tokens,
 // num_keys keys in all)? `code` is halo_code(j) for j < halo_tokens (ignored otherwise).
 GNA_HD bool key_visible(BoxInterval iv, int j, int halo_tokens, int num_keys, uint32_t code) {
@@ -156,6 +169,81 @@ inline int max_halo_extent(const DimParams& p, int tile) {
 // chunk c must have landed (test/host_check.cc simulates it).
 GNA_HD int stream_pending(int c, int ring) { return c < ring ? ring - 1 : ring - 2; }
 
+// The loads of a forward CTA that computes `items` items in a row (query heads sharing its
+// halo, or (batch, KV head) units), the n chunks of its key list each, as one stream of
+// global chunks g = item x n + chunk, one step each. Before step 0 the CTA issues chunks
+// 0 .. ring - 1, one cp.async group each; step g waits until at most stream_pending(g, ring)
+// groups are pending (chunk g landed), passes a barrier, issues chunk refill(g) (one group,
+// maybe empty: step 0's always is) and computes, as a single key list does (above).
+// An item's Q tile loads with its chunk 0, into Q buffer item % 2.
+//   - ring <= n + 1: item w's Q tile is issued at step w n - ring + 1 >= (w - 1) n, after
+//     item w - 2 last read that buffer (its first step, its epilogue: the O tile is staged
+//     there), and before step w n;
+//   - shared (heads of one KV head on a resident key list): item 0 loads the chunks into
+//     slots 0 .. n - 1 and every item reads them there; later items load only Q;
+//   - else chunk g reads slot g % ring, refilled at step g + 1 (after every warp left step
+//     g) with chunk g + ring.
+// test/host_check.cc simulates it (stream mode) for these properties.
+struct ChunkStream {
+  int n;        // chunks per item
+  int items;
+  int ring;     // chunks loading or resident at a step's wait
+  bool shared;  // the items share K and V
+
+  GNA_HD int total() const { return items * n; }
+  GNA_HD int slot(int g) const { return shared ? g % n : g % ring; }
+  GNA_HD bool loads_kv(int g) const { return !shared || g < n; }
+  GNA_HD int pending(int g) const { return stream_pending(g, ring); }
+  // The chunk whose loads are issued after step g's barrier; -1 if none.
+  GNA_HD int refill(int g) const {
+    const int r = g - 1 + ring;
+    return g > 0 && r < total() ? r : -1;
+  }
+};
+
+// `ring_slots`: the call's (Plan), >= 2 when a CTA has 2 chunks or more in all.
+GNA_HD ChunkStream make_chunk_stream(int n, int items, int ring_slots, bool shared) {
+  ChunkStream cs;
+  cs.n = n;
+  cs.items = items;
+  cs.shared = shared;
+  cs.ring = shared ? n + 1 : imin(ring_slots, n + 1);
+  return cs;
+}
+
+// The items of one Q-tile-major CTA (the forward's and the dQ kernel's): CTA column x
+// (blockIdx.x) holds Q tile x / head_groups and head group x % head_groups; unit block
+// `unit_block` (blockIdx.y + gridDim.y x blockIdx.z) the units [unit_block x
+// units_per_cta, ..) of batch x heads_kv + KV head; each unit heads_per_cta query heads
+// (one of units_per_cta and heads_per_cta is 1). Item w is unit w / heads_per_cta, its head
+// w % heads_per_cta.
+struct CtaItems {
+  int64_t unit0;
+  int units;  // 0: a unit block past the last unit (the launch's y x z split)
+  int heads_per_cta, head0_in_group, group, heads_kv;
+
+  GNA_HD int items() const { return units * heads_per_cta; }
+  GNA_HD int64_t batch(int w) const { return (unit0 + w / heads_per_cta) / heads_kv; }
+  GNA_HD int64_t kv_head(int w) const { return (unit0 + w / heads_per_cta) % heads_kv; }
+  GNA_HD int64_t q_head(int w) const {
+    return kv_head(w) * group + head0_in_group + w % heads_per_cta;
+  }
+};
+
+GNA_HD CtaItems cta_items(const ProblemShape& s, int64_t x, int64_t unit_block,
+                          int units_per_cta, int heads_per_cta, int head_groups) {
+  CtaItems it;
+  const int64_t num_units = int64_t(s.batch) * s.heads_kv;
+  it.unit0 = unit_block * units_per_cta;
+  const int64_t left = num_units - it.unit0;
+  it.units = left <= 0 ? 0 : int(left < units_per_cta ? left : units_per_cta);
+  it.heads_per_cta = heads_per_cta;
+  it.head0_in_group = int(x % head_groups) * heads_per_cta;
+  it.group = s.heads_q / s.heads_kv;
+  it.heads_kv = s.heads_kv;
+  return it;
+}
+
 struct Plan {
   int max_extent[kMaxRank];  // largest halo extent per dim (max_halo_extent)
   int max_halo_tokens;       // their product: the largest halo of any Q tile
@@ -171,7 +259,21 @@ struct Plan {
   int heads_per_cta;
   int head_groups;           // G / heads_per_cta: CTAs per (Q tile, KV head)
   int64_t num_q_tiles;       // Q tiles holding a computed query (sm80::q_tile_grid)
-  int64_t num_ctas;          // num_q_tiles x head_groups x heads_kv x batch
+  int64_t num_ctas;          // num_q_tiles x head_groups x unit_blocks
+  // The forward's units (plan_units; 1 and batch x heads_kv before it): a CTA computes
+  // units_per_cta consecutive (batch, KV head) units of its Q tile, unit_blocks CTAs per
+  // (Q tile, head group).
+  int units_per_cta = 1;
+  int64_t unit_blocks = 0;
+
+  // The launch grid: (Q tiles x head_groups, unit blocks split over y and z); false when
+  // it does not fit (z above 65535).
+  bool grid(int64_t dims[3]) const {
+    dims[0] = num_q_tiles * head_groups;
+    dims[1] = unit_blocks < 65535 ? unit_blocks : 65535;
+    dims[2] = dims[1] > 0 ? (unit_blocks + dims[1] - 1) / dims[1] : 0;
+    return dims[0] <= INT32_MAX && dims[2] <= 65535;
+  }
 };
 
 template <class... Args>
@@ -253,9 +355,60 @@ inline std::string plan_call(const FwdParams& p, int q_tile_tokens, int chunk_to
   plan->heads_per_cta = hpc;
   plan->head_groups = plan->group / hpc;
   plan->num_ctas = per_head * plan->head_groups;
+  plan->units_per_cta = 1;
+  plan->unit_blocks = int64_t(s.batch) * s.heads_kv;
   if (plan->num_q_tiles * plan->head_groups > INT32_MAX)
     return "too many Q tiles for one launch";
   return std::string();
+}
+
+// Most (batch, KV head) units one CTA computes (the forward's, the dQ and dK/dV kernels').
+constexpr int kMaxUnitsPerCta = 8;
+
+// Units per CTA for a grid of `columns` CTA columns (Q tiles or KV boxes, with head groups)
+// and `units` (batch, KV head) units: the most, up to kMaxUnitsPerCta, that keep
+// kMinCtasPerSm CTAs per SM; `units_hook` > 0 (the test hook) forces up to it.
+inline int choose_units_per_cta(int64_t columns, int64_t units, int num_sms, int units_hook) {
+  if (units <= 1) return 1;
+  int upc = 1;
+  const int64_t floor = int64_t(kMinCtasPerSm) * (num_sms > 0 ? num_sms : 1);
+  for (int c = kMaxUnitsPerCta; c > 1; --c) {
+    if (columns * ((units + c - 1) / c) >= floor) {
+      upc = c;
+      break;
+    }
+  }
+  if (units_hook > 0) upc = imin(units_hook, kMaxUnitsPerCta);
+  return int(units < upc ? units : upc);
+}
+
+// The forward's CTAs of several items (plan_call's plan of `p` in, adjusted): a CTA that
+// computes more than one item (query heads sharing its halo, or units) double-buffers its Q
+// tile, and its ring then holds at most `max_ring_multi` chunks (the instantiation's, beside
+// the second Q tile; < 2: one item per CTA, heads_per_cta 1). Without shared heads, a CTA
+// computes up to kMaxUnitsPerCta consecutive (batch, KV head) units of its Q tile: the most
+// that keep kMinCtasPerSm CTAs per SM (`units_hook` > 0 forces up to it). With units its
+// ring holds up to max_chunks + 1 chunks (q_tile_cta.h ChunkStream: the next unit's first
+// chunk and Q tile load while this one computes).
+inline void plan_units(const FwdParams& p, int max_ring_multi, int units_hook, Plan* plan) {
+  const ProblemShape& s = p.shape;
+  const int64_t units = int64_t(s.batch) * s.heads_kv;
+  if (plan->heads_per_cta > 1) {  // shared heads: the key list must stay resident
+    if (max_ring_multi >= 2) plan->ring_slots = imin(plan->ring_slots, max_ring_multi);
+    if (max_ring_multi < 2 || plan->max_chunks > plan->ring_slots) {
+      plan->heads_per_cta = 1;
+      plan->head_groups = plan->group;
+    }
+  }
+  const int64_t columns = plan->num_q_tiles * plan->head_groups;
+  const int upc = plan->heads_per_cta == 1 && max_ring_multi >= 2
+                      ? choose_units_per_cta(columns, units, p.num_sms, units_hook)
+                      : 1;
+  if (upc > 1) plan->ring_slots = imin(plan->max_chunks + 1, max_ring_multi);
+  plan->resident = plan->max_chunks <= plan->ring_slots;
+  plan->units_per_cta = upc;
+  plan->unit_blocks = (units + upc - 1) / upc;
+  plan->num_ctas = columns * plan->unit_blocks;
 }
 
 inline std::string unsupported_reason(const FwdParams& p, int q_tile_tokens,
@@ -319,7 +472,27 @@ struct BwdPlan {
   int max_inv_extent[kMaxRank];
   int max_inv_tokens;         // the largest inverse halo of any KV box (queries per head)
   int64_t num_kv_tiles;       // KV boxes (sm80::tile_grid of p.tiles.kv)
+  // The dK/dV kernel's units (plan_dkv_units; 1 and batch x heads_kv before it): a CTA
+  // computes dkv_units_per_cta consecutive (batch, KV head) units of its KV box.
+  int dkv_units_per_cta = 1;
+  int64_t dkv_unit_blocks = 0;
+
+  // The dK/dV launch grid: (KV boxes, unit blocks split over y and z), as Plan::grid.
+  bool dkv_grid(int64_t dims[3]) const {
+    dims[0] = num_kv_tiles;
+    dims[1] = dkv_unit_blocks < 65535 ? dkv_unit_blocks : 65535;
+    dims[2] = dims[1] > 0 ? (dkv_unit_blocks + dims[1] - 1) / dims[1] : 0;
+    return dims[0] <= INT32_MAX && dims[2] <= 65535;
+  }
 };
+
+inline void plan_dkv_units(const BwdParams& p, int units_hook, BwdPlan* plan) {
+  const ProblemShape& s = p.fwd.shape;
+  const int64_t units = int64_t(s.batch) * s.heads_kv;
+  plan->dkv_units_per_cta =
+      choose_units_per_cta(plan->num_kv_tiles, units, p.fwd.num_sms, units_hook);
+  plan->dkv_unit_blocks = (units + plan->dkv_units_per_cta - 1) / plan->dkv_units_per_cta;
+}
 
 // Why the halo backward cannot serve `p` (q_tile_tokens / kv_tile_tokens: its registry
 // entry); "" when it can, with *plan filled (the dQ kernel's ring from max_ring, heads per CTA
@@ -359,6 +532,8 @@ inline std::string plan_bwd_call(const BwdParams& p, int q_tile_tokens, int kv_t
                   f.tiles.kv[1], f.tiles.kv[2], kMaxHaloTokens);
   plan->max_inv_tokens = int(tokens);
   plan->num_kv_tiles = sm80::tile_grid(s, f.tiles.kv).total();
+  plan->dkv_units_per_cta = 1;
+  plan->dkv_unit_blocks = int64_t(s.batch) * s.heads_kv;
   return std::string();
 }
 

@@ -54,10 +54,21 @@ struct FwdTraits {
     QTileTables t;  // Q tile, halo, row tables (row offsets: Q, O, LSE)
   };
   static constexpr int kFixedBytes = int((sizeof(SharedStorage) + 127) / 128 * 128);
-  static constexpr int smem_bytes(int ring_slots) {
-    return kFixedBytes + 2 * ring_slots * kChunkBytes;
+  static constexpr int kQBytes = int(cosize_v<SmemLayoutQ> * sizeof(Element));
+  static_assert(kQBytes % 128 == 0, "the second Q tile keeps the ring 128-byte aligned");
+  // The fixed part, q_buffers - 1 more Q tiles (2 buffers when a CTA computes several items:
+  // fwd_kernel.h) and the ring.
+  static constexpr int smem_bytes(int ring_slots, int q_buffers = 1) {
+    return kFixedBytes + (q_buffers - 1) * kQBytes + 2 * ring_slots * kChunkBytes;
   }
   static_assert(smem_bytes(kMaxRing) <= sm80::kPortableSmemBytes, "fits every sm80+ part");
+  // The ring that fits beside a second Q tile (halo_plan.h plan_units; 0 when not 2 chunks):
+  // head dim 32: 8, 64: 4, 128: 0.
+  static constexpr int kMaxRingMulti = [] {
+    int r = kMaxRing;
+    while (r >= 2 && smem_bytes(r, 2) > sm80::kPortableSmemBytes) --r;
+    return r >= 2 ? r : 0;
+  }();
 };
 
 
@@ -74,18 +85,30 @@ struct DqTraits : FwdTraits<Element_, kHeadDim_, kMaxRing_> {
   // head dim 32 three CTAs per SM (<= 168 registers), 64 two (<= 255).
   static constexpr int kMinBlocks = kHeadDim_ <= 32 ? 3 : 2;
 
-  struct SharedStorage {  // the fixed part
+  // One item's rows (query head of a unit): a CTA of several items holds two (item parity).
+  struct ItemRows {
     alignas(128) Element q[cosize_v<SmemLayoutQ>];     // also the dQ staging tile
     alignas(128) Element dout[cosize_v<SmemLayoutQ>];
     float lse[halo::kBlockM];    // per Q row (0 for rows past the group's end)
     float delta[halo::kBlockM];  // rowsum(dO * O) - dlse (bwd_aux_kernels.h)
+  };
+  static constexpr int kItemBytes = int((sizeof(ItemRows) + 127) / 128 * 128);
+  struct SharedStorage {  // the fixed part
+    ItemRows item;
     QTileTables t;  // Q tile, halo, row tables (row offsets: Q, dO, LSE / delta)
   };
   static constexpr int kFixedBytes = int((sizeof(SharedStorage) + 127) / 128 * 128);
-  static constexpr int smem_bytes(int ring_slots) {
-    return kFixedBytes + 2 * ring_slots * Base::kChunkBytes;
+  // The fixed part, item_buffers - 1 more item rows (bwd_dq_kernel.h) and the ring.
+  static constexpr int smem_bytes(int ring_slots, int item_buffers = 1) {
+    return kFixedBytes + (item_buffers - 1) * kItemBytes + 2 * ring_slots * Base::kChunkBytes;
   }
   static_assert(smem_bytes(kMaxRing_) <= sm80::kPortableSmemBytes, "fits every sm80+ part");
+  // The ring beside a second item's rows (0 when not 2 chunks): head dim 32: 8, 64: 3.
+  static constexpr int kMaxRingMulti = [] {
+    int r = kMaxRing_;
+    while (r >= 2 && smem_bytes(r, 2) > sm80::kPortableSmemBytes) --r;
+    return r >= 2 ? r : 0;
+  }();
 };
 
 // dK/dV kernel (bwd_dkdv_kernel.h): one KV box of kChunk keys, its inverse halo in chunks of
@@ -113,15 +136,20 @@ struct DkvTraits {
   using SmemLayoutPtNoSwizzle = typename Sm80::SmemLayoutPtNoSwizzle;
   using Atoms = typename Sm80::Atoms;
 
-  struct SharedStorage {
+  // A step's Q, dO, LSE and delta rows: two buffers (step parity), so the next step's
+  // gathers land while this one computes.
+  struct StepRows {
     alignas(128) Element q[cosize_v<SmemLayoutQ>];
     alignas(128) Element dout[cosize_v<SmemLayoutQ>];
+    float lse[kBlockM];    // per query of the step (0 for padding)
+    float delta[kBlockM];
+  };
+  struct SharedStorage {
+    StepRows step[2];
     alignas(128) Element k[cosize_v<SmemLayoutKV>];   // also the dK staging tile
     alignas(128) Element v[cosize_v<SmemLayoutKV>];   // also the dV staging tile
     alignas(128) Element p[cosize_v<SmemLayoutP>];
     alignas(128) Element ds[cosize_v<SmemLayoutP>];
-    float lse[kBlockM];    // per query of the step (0 for padding)
-    float delta[kBlockM];
     // Box coordinate of each query-list position (halo_plan.h query_list_code), padded to
     // whole steps.
     uint32_t q_code[kMaxHaloTokens + kBlockM];
@@ -133,8 +161,15 @@ struct DkvTraits {
     DimTile inv_tile[kMaxRank];  // its inverse halo (group, group length, [origin, end))
     int inv_tokens;
   };
-  static constexpr int kSmemBytes = int(sizeof(SharedStorage));
+  static constexpr int kSmemBytes = int((sizeof(SharedStorage) + 127) / 128 * 128);
   static_assert(kSmemBytes <= sm80::kPortableSmemBytes, "fits every sm80+ part");
+  // A CTA of several (batch, KV head) units (bwd_dkdv_kernel.h) holds a second K and V tile
+  // after the storage: the next unit's load while this one computes.
+  static constexpr int kKvBytes = int(cosize_v<SmemLayoutKV> * sizeof(Element));
+  static constexpr int smem_bytes(int kv_buffers) {
+    return kSmemBytes + (kv_buffers - 1) * 2 * kKvBytes;
+  }
+  static_assert(smem_bytes(2) <= sm80::kPortableSmemBytes, "fits every sm80+ part");
 };
 
 }  // namespace jax_gna::halo

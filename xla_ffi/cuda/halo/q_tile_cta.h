@@ -46,6 +46,36 @@ CUTE_DEVICE void cp_async_wait_n(int n) {
   }
 }
 
+// This CTA's items (halo_plan.h cta_items) in a grid of Plan::grid / BwdPlan::dkv_grid:
+// unit block blockIdx.y + gridDim.y x blockIdx.z.
+CUTE_DEVICE CtaItems this_cta_items(const ProblemShape& s, int units_per_cta, int heads_per_cta,
+                                    int head_groups) {
+  return cta_items(s, blockIdx.x, int64_t(blockIdx.y) + int64_t(gridDim.y) * blockIdx.z,
+                   units_per_cta, heads_per_cta, head_groups);
+}
+
+// The chunk stream's cp.async bookkeeping (halo_plan.h ChunkStream), shared by the forward
+// and the dQ kernel; `issue(g)` issues the loads of global chunk g (every thread calls it).
+// Before step 0: the first ring chunks, one group each.
+template <class Issue>
+CUTE_DEVICE void stream_prologue(const ChunkStream& cs, Issue&& issue) {
+  for (int g = 0; g < cs.ring; ++g) {
+    if (g < cs.total()) issue(g);
+    sm80::cp_async_fence();
+  }
+}
+
+// At step g: wait for chunk g (and its item's rows), a barrier (every warp is done with step
+// g - 1, whose slot, and a step later item w - 1's buffers, the refill may overwrite), then
+// the refill's group.
+template <class Issue>
+CUTE_DEVICE void stream_step(const ChunkStream& cs, int g, Issue&& issue) {
+  cp_async_wait_n(cs.pending(g));
+  __syncthreads();
+  if (const int r = cs.refill(g); r >= 0) issue(r);
+  sm80::cp_async_fence();
+}
+
 // The work item of CTA column `tile_index` (blockIdx.x / head_groups): its Q tile (lane d of
 // warp 0 decodes dim d), halo and tables; row offsets in tensors of spatial strides
 // strides[0..2]. Ends with a barrier: the tables are ready for every thread.
@@ -109,13 +139,13 @@ CUTE_DEVICE auto table_rows(const int64_t* table) {
 }
 
 // Issue the K and V loads of chunk c of the key list (keys c * kChunk ..) into ring slot
-// `slot` of k_ring / v_ring: one row per key, zero fill past the key list. Batch blockIdx.z,
-// KV head blockIdx.y.
+// `slot` of k_ring / v_ring: one row per key, zero fill past the key list. Batch b, KV head
+// hkv.
 template <class Traits>
 CUTE_DEVICE void issue_kv_chunk(const QTileTables& t, const FwdParams& p,
                                 typename Traits::Element* k_ring,
                                 typename Traits::Element* v_ring, int c, int slot,
-                                int num_keys, int tid) {
+                                int num_keys, int64_t b, int64_t hkv, int tid) {
   using Element = typename Traits::Element;
   constexpr int kChunk = Traits::kChunk;
   const ProblemShape& shape = p.shape;
@@ -123,12 +153,10 @@ CUTE_DEVICE void issue_kv_chunk(const QTileTables& t, const FwdParams& p,
   const int j0 = c * kChunk;
   auto load = [&](Element* ring, const void* ptr, const TokenStrides& st, const void* eptr,
                   const ExtraStrides& est) {
-    const Element* base = static_cast<const Element*>(ptr) + int64_t(blockIdx.z) * st.batch +
-                          int64_t(blockIdx.y) * st.head +
+    const Element* base = static_cast<const Element*>(ptr) + b * st.batch + hkv * st.head +
                           halo_origin_offset(t.q_tile, t.halo, shape, st.spatial);
     const Element* ebase = shape.num_extra > 0 ? static_cast<const Element*>(eptr) +
-                                                     int64_t(blockIdx.z) * est.batch +
-                                                     int64_t(blockIdx.y) * est.head
+                                                     b * est.batch + hkv * est.head
                                                : nullptr;
     const int64_t etoken = est.token;
     sm80::gather_row_ptrs_async<kChunk, Traits::kHeadDim, Traits::kNThreads>(
@@ -158,6 +186,35 @@ CUTE_DEVICE void row_intervals(const QTileTables& t, CS const& cS, BoxInterval (
     const int b[kMaxRank] = {b4.x, b4.y, b4.z}, e[kMaxRank] = {e4.x, e4.y, e4.z};
     iv[r] = row_interval(b, e, t.halo);
   }
+}
+
+// The key-list positions this warp's rows can see among the halo tokens (cS as in
+// row_intervals): the union of their row_key_span, warp-uniform (every lane takes part).
+template <int kRows, class CS>
+CUTE_DEVICE Range warp_key_span(const QTileTables& t, CS const& cS) {
+  Range span{t.halo_tokens, 0};
+  CUTE_UNROLL
+  for (int r = 0; r < kRows; ++r) {
+    const int row = get<0>(cS(r, 0));
+    const int4 b4 = t.q_win_begin[row], e4 = t.q_win_end[row];
+    const int b[kMaxRank] = {b4.x, b4.y, b4.z}, e[kMaxRank] = {e4.x, e4.y, e4.z};
+    const Range s = row_key_span(b, e, t.halo);
+    span.begin = imin(span.begin, s.begin);
+    span.end = imax(span.end, s.end);
+  }
+  CUTE_UNROLL
+  for (int m = 16; m >= 1; m /= 2) {
+    span.begin = imin(span.begin, __shfl_xor_sync(0xffffffffu, span.begin, m));
+    span.end = imax(span.end, __shfl_xor_sync(0xffffffffu, span.end, m));
+  }
+  return span;
+}
+
+// Does chunk c (keys j0 = c * kChunk ..) hold a key that rows of key span `span` see: a halo
+// token inside it, or an additional token (every query sees them)?
+CUTE_DEVICE bool chunk_seen(Range span, int j0, int chunk, int halo_tokens, int num_keys) {
+  return (j0 < span.end && j0 + chunk > span.begin) ||
+         (j0 + chunk > halo_tokens && j0 < num_keys);
 }
 
 // The element mask of chunk c (keys j0 = c * kChunk ..): -inf where key j of the list is not

@@ -21,7 +21,9 @@
 //    the gather's element offset of each is that key's offset in the tensor;
 //  - per query row, the keys key_visible admits over the whole padded key list are exactly
 //    the spec's neighbourhood (each once) plus every additional token (each once); rows past
-//    a group's end still see at least one key (finite, never stored);
+//    a group's end still see at least one key (finite, never stored); the halo keys it
+//    admits lie in its row_key_span (the kernels skip a warp's chunks outside its rows'
+//    spans);
 //  - the plan: ring of >= 2 slots unless every key list is one chunk, a resident plan holds
 //    every CTA's key list, heads_per_cta divides G and is 1 unless resident;
 //  - the ring's cp.async groups (stream_pending): every chunk complete at its step's wait,
@@ -32,9 +34,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <random>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "halo/halo_plan.h"
@@ -135,6 +139,149 @@ static int brute_max_extent(const DimParams& p, int tile) {
   return best;
 }
 
+// The forward's chunk stream (halo_plan.h ChunkStream) of one CTA, simulated step by step:
+// every chunk's loads are issued once, into a slot (and for an item's chunk 0 a Q buffer)
+// whose last reader has passed a barrier, and complete at its step's wait; shared items
+// read the first item's slots.
+static void check_stream(const ChunkStream& cs, int ring_slots, const std::string& where) {
+  const int total = cs.total();
+  CHECK(cs.ring >= 1 && (cs.ring >= 2 || total == 1), "%s: stream ring %d for %d chunks",
+        where.c_str(), cs.ring, total);
+  CHECK(cs.shared || cs.ring <= ring_slots, "%s: ring %d above the %d slots", where.c_str(),
+        cs.ring, ring_slots);
+  CHECK(cs.ring <= cs.n + 1, "%s: ring %d, n %d", where.c_str(), cs.ring, cs.n);
+  std::vector<int> issued_at(size_t(total), -2);  // -1: before step 0
+  std::vector<int> group_of(size_t(total), -1);
+  // What a slot / Q buffer holds: the chunk / item whose loads went there last (-1: none).
+  std::vector<int> slot_holds(size_t(cs.ring > cs.n ? cs.ring : cs.n), -1);
+  int q_holds[2] = {-1, -1};
+  // Loads of chunk r issued after the barrier of step g (-1: before step 0): the slot's last
+  // chunk was read by its step, before this barrier; the Q buffer's last item has stored its
+  // output (its epilogue precedes the barrier of its successor's first step).
+  auto load = [&](int r, int g) {
+    if (cs.loads_kv(r)) {
+      int& held = slot_holds[size_t(cs.slot(r))];
+      CHECK(held < 0 || held < g, "%s: chunk %d loads at step %d into slot %d, chunk %d's, "
+            "not read yet", where.c_str(), r, g, cs.slot(r), held);
+      held = r;
+    }
+    if (r % cs.n == 0) {
+      int& held = q_holds[(r / cs.n) % 2];
+      CHECK(held < 0 || (held + 1) * cs.n <= g, "%s: Q tile of item %d loads at step %d over "
+            "item %d's", where.c_str(), r / cs.n, g, held);
+      held = r / cs.n;
+    }
+  };
+  int groups = 0;
+  for (int g = 0; g < cs.ring; ++g) {
+    if (g < total) issued_at[size_t(g)] = -1, group_of[size_t(g)] = groups, load(g, -1);
+    ++groups;
+  }
+  for (int g = 0; g < total; ++g) {
+    const int w = g / cs.n, c = g % cs.n;
+    // At the wait: at most pending(g) groups pending, so groups 0 .. groups - pending(g) - 1
+    // are done.
+    CHECK(issued_at[size_t(g)] >= -1 && issued_at[size_t(g)] < g, "%s: chunk %d not issued",
+          where.c_str(), g);
+    CHECK(cs.pending(g) >= 0 && group_of[size_t(g)] <= groups - cs.pending(g) - 1,
+          "%s: chunk %d (group %d) pending at its step (%d groups, ring %d)", where.c_str(), g,
+          group_of[size_t(g)], groups, cs.ring);
+    // After the barrier: the refill.
+    const int r = cs.refill(g);
+    if (r >= 0) {
+      CHECK(issued_at[size_t(r)] == -2, "%s: chunk %d issued twice", where.c_str(), r);
+      issued_at[size_t(r)] = g;
+      group_of[size_t(r)] = groups;
+      load(r, g);
+    }
+    ++groups;  // one group per step
+    // The step reads its chunk from its slot, and the item's Q tile from its buffer.
+    const int slot = cs.slot(g);
+    CHECK(slot >= 0 && slot < (cs.shared ? cs.n : cs.ring), "%s: slot %d", where.c_str(), slot);
+    const int want = cs.shared ? c : g;  // shared items read the first item's chunks
+    CHECK(slot_holds[size_t(slot)] == want, "%s: step %d reads slot %d holding chunk %d",
+          where.c_str(), g, slot, slot_holds[size_t(slot)]);
+    CHECK(q_holds[w % 2] == w, "%s: item %d reads Q buffer %d holding item %d", where.c_str(),
+          w, w % 2, q_holds[w % 2]);
+  }
+  for (int g = cs.ring; g < total; ++g) {
+    CHECK(issued_at[size_t(g)] >= 0, "%s: chunk %d never issued", where.c_str(), g);
+  }
+}
+
+// The forward's units (plan_units) on top of plan_call's plan: every (batch, query head,
+// Q tile) is computed by exactly one CTA item, and the ring and shared heads stay
+// consistent; every CTA's chunk stream is checked.
+static void check_units(const FwdParams& fp, const Plan& base, int max_ring_multi,
+                        int units_hook, const std::string& where) {
+  const ProblemShape& s = fp.shape;
+  Plan plan = base;
+  plan_units(fp, max_ring_multi, units_hook, &plan);
+  const int G = s.heads_q / s.heads_kv;
+  const int64_t units = int64_t(s.batch) * s.heads_kv;
+  CHECK(plan.units_per_cta >= 1 && plan.units_per_cta <= kMaxUnitsPerCta, "%s: upc %d",
+        where.c_str(), plan.units_per_cta);
+  CHECK(plan.units_per_cta == 1 || plan.heads_per_cta == 1, "%s: units with shared heads",
+        where.c_str());
+  CHECK(plan.heads_per_cta * plan.head_groups == G, "%s", where.c_str());
+  CHECK(plan.heads_per_cta == 1 || plan.resident, "%s: shared heads not resident", where.c_str());
+  const bool multi = plan.heads_per_cta * plan.units_per_cta > 1;
+  CHECK(!multi || max_ring_multi >= 2, "%s: several items without a second Q tile",
+        where.c_str());
+  CHECK(!multi || plan.ring_slots <= max_ring_multi, "%s: ring %d above %d", where.c_str(),
+        plan.ring_slots, max_ring_multi);
+  CHECK(plan.ring_slots >= 2 || (plan.max_chunks == 1 && plan.units_per_cta == 1), "%s: ring %d",
+        where.c_str(), plan.ring_slots);
+  CHECK(plan.resident == (plan.max_chunks <= plan.ring_slots), "%s", where.c_str());
+  if (units_hook > 0 && plan.heads_per_cta == 1 && max_ring_multi >= 2) {
+    const int64_t want = std::min<int64_t>(std::min(units_hook, kMaxUnitsPerCta), units);
+    CHECK(plan.units_per_cta == want, "%s: units hook %d, upc %d", where.c_str(), units_hook,
+          plan.units_per_cta);
+  }
+  CHECK(plan.unit_blocks * plan.units_per_cta >= units &&
+            (plan.unit_blocks - 1) * plan.units_per_cta < units,
+        "%s: %lld unit blocks", where.c_str(), static_cast<long long>(plan.unit_blocks));
+  // Coverage: the launch grid's CTAs (x below 64), their items decoded as the kernels do
+  // (cta_items): every (Q tile, batch, query head) once.
+  int64_t dims[3];
+  CHECK(plan.grid(dims) && dims[1] * dims[2] >= plan.unit_blocks &&
+            (dims[2] - 1) * dims[1] < plan.unit_blocks,
+        "%s: grid", where.c_str());
+  std::set<std::tuple<int64_t, int64_t, int64_t>> seen;
+  const int64_t columns = std::min<int64_t>(dims[0], 64);
+  for (int64_t x = 0; x < columns; ++x) {
+    for (int64_t ub = 0; ub < dims[1] * dims[2]; ++ub) {
+      const CtaItems it = cta_items(s, x, ub, plan.units_per_cta, plan.heads_per_cta,
+                                    plan.head_groups);
+      CHECK((it.units > 0) == (ub < plan.unit_blocks), "%s: unit block %lld", where.c_str(),
+            static_cast<long long>(ub));
+      for (int w = 0; w < it.items(); ++w) {
+        const int64_t b = it.batch(w), h = it.q_head(w);
+        CHECK(h / G == it.kv_head(w) && b < s.batch && h < s.heads_q, "%s: item (%lld, %lld)",
+              where.c_str(), static_cast<long long>(b), static_cast<long long>(h));
+        CHECK(seen.insert({x / plan.head_groups, b, h}).second, "%s: item twice",
+              where.c_str());
+      }
+    }
+  }
+  // Whole tiles among the first `columns` columns hold every (batch, query head).
+  const int64_t whole = columns / plan.head_groups;
+  int64_t in_whole = 0;
+  for (const auto& e : seen) in_whole += std::get<0>(e) < whole;
+  CHECK(in_whole == whole * int64_t(s.batch) * s.heads_q, "%s: %lld items in %lld tiles",
+        where.c_str(), static_cast<long long>(in_whole), static_cast<long long>(whole));
+  // Streams: every chunk count a CTA can have, at every item count it can have.
+  const int max_items = plan.units_per_cta * plan.heads_per_cta;
+  for (int n = 1; n <= plan.max_chunks; ++n) {
+    for (int items = 1; items <= max_items; ++items) {
+      if (plan.heads_per_cta > 1 && items != plan.heads_per_cta) continue;
+      check_stream(make_chunk_stream(n, items, plan.ring_slots, plan.heads_per_cta > 1),
+                   plan.ring_slots, where + " stream n=" + std::to_string(n) +
+                                        " items=" + std::to_string(items));
+    }
+  }
+}
+
 // The ring's cp.async groups (halo_plan.h stream_pending), simulated: a key list of n chunks
 // through `ring` slots; chunk c must be complete at step c's wait with stream_pending(c,
 // ring) groups allowed pending, and the slot it loads into must have been read last at a
@@ -220,6 +367,13 @@ static void check_problem(const Problem& pr, int max_ring, int hook) {
           plan.heads_per_cta);
   }
 
+  const int rings_multi[] = {0, 2, 4, 8};
+  for (int m : rings_multi) {
+    if (m > max_ring) continue;
+    check_units(fp, plan, m, 0, where + " multi-ring " + std::to_string(m));
+    check_units(fp, plan, m, 1 + int(pr.batch % 5), where + " units-hook");
+  }
+
   // Grid and heads: every (query head, Q tile) once.
   const sm80::TileGrid grid = sm80::q_tile_grid(s, fp.tiles.q);
   CHECK(grid.total() == plan.num_q_tiles, "%s", where.c_str());
@@ -298,12 +452,19 @@ static void check_problem(const Problem& pr, int max_ring, int hook) {
       int wb[kMaxRank], we[kMaxRank];
       sm80::query_row_window(qcode, q, s, wb, we);
       const BoxInterval iv = row_interval(wb, we, h);
+      const Range span = row_key_span(wb, we, h);
+      CHECK(span.begin >= 0 && span.begin < span.end && span.end <= H,
+            "%s: row %d key span [%d, %d) outside the halo's %d tokens", where.c_str(), r,
+            span.begin, span.end, H);
       std::set<int64_t> admitted;
       int extras = 0;
       for (int j = 0; j < num_chunks * kChunk; ++j) {
         const uint32_t code = j < H ? codes[j] : 0u;
         if (!key_visible(iv, j, H, num_keys, code)) continue;
         CHECK(j < num_keys, "%s: padding key %d visible", where.c_str(), j);
+        CHECK(j >= H || (j >= span.begin && j < span.end),
+              "%s: row %d sees halo key %d outside its span [%d, %d)", where.c_str(), r, j,
+              span.begin, span.end);
         if (j < H) {
           CHECK(admitted.insert(key_flat[j]).second, "%s", where.c_str());
         } else {
@@ -479,6 +640,66 @@ static int64_t token_index(const ProblemShape& s, const int c[kMaxRank]) {
 // against the query-list code) admits exactly the spec's (computed query, key) pairs: each
 // key's admitted pairs number the computed queries that see it, so every such query is in
 // the inverse halo.
+// The dK/dV kernel's units (plan_dkv_units, cta_items over the launch grid): every (KV box,
+// batch, KV head) once; its step stream (bwd_dkdv_kernel.h), simulated: step s's rows and
+// its unit's K, V are complete at its wait (one group allowed pending) and loaded into
+// buffers whose last reader passed a barrier.
+static void check_dkv_units(const BwdParams& bp, const BwdPlan& base, const std::string& where) {
+  const ProblemShape& s = bp.fwd.shape;
+  const int64_t units = int64_t(s.batch) * s.heads_kv;
+  for (int hook : {0, 1, 2, 3, 8}) {
+    BwdPlan plan = base;
+    plan_dkv_units(bp, hook, &plan);
+    const int upc = plan.dkv_units_per_cta;
+    CHECK(upc >= 1 && upc <= kMaxUnitsPerCta && (hook == 0 || upc == std::min<int64_t>(hook, units)),
+          "%s: dK/dV units %d (hook %d)", where.c_str(), upc, hook);
+    int64_t dims[3];
+    CHECK(plan.dkv_grid(dims) && dims[0] == plan.num_kv_tiles, "%s: dK/dV grid", where.c_str());
+    std::set<std::pair<int64_t, int64_t>> seen;  // (batch, KV head) of box 0
+    for (int64_t ub = 0; ub < dims[1] * dims[2]; ++ub) {
+      const CtaItems it = cta_items(s, 0, ub, upc, 1, 1);
+      CHECK((it.units > 0) == (ub < plan.dkv_unit_blocks), "%s: dK/dV unit block", where.c_str());
+      for (int w = 0; w < it.items(); ++w) {
+        CHECK(seen.insert({it.batch(w), it.kv_head(w)}).second && it.batch(w) < s.batch,
+              "%s: dK/dV unit twice", where.c_str());
+      }
+    }
+    CHECK(int64_t(seen.size()) == units, "%s: dK/dV units %zu of %lld", where.c_str(),
+          seen.size(), static_cast<long long>(units));
+  }
+  for (int U = 1; U <= 4; ++U) {
+    for (int S = 1; S <= 5; ++S) {
+      const int total = U * S;
+      std::vector<int> group_rows(static_cast<size_t>(total)), group_kv(static_cast<size_t>(U));
+      int rows_holds[2] = {-1, -1}, kv_holds[2] = {-1, -1};
+      int committed = 0;
+      group_rows[0] = group_kv[0] = committed++;  // prologue: unit 0's K, V, step 0's rows
+      rows_holds[0] = 0;
+      kv_holds[0] = 0;
+      for (int st = 0; st < total; ++st) {
+        const int u = st / S, it = st % S;
+        if (st + 1 < total) {
+          // rows of step st + 1 into buffer (st + 1) % 2: its last step (st - 1) is done
+          CHECK(rows_holds[(st + 1) % 2] < st, "U%d S%d: step rows overwritten", U, S);
+          rows_holds[(st + 1) % 2] = st + 1;
+          group_rows[size_t(st + 1)] = committed;
+        }
+        if (it == 0 && u + 1 < U) {
+          // K, V of unit u + 1 into buffer (u + 1) % 2: its unit (u - 1) has stored its output
+          CHECK(kv_holds[(u + 1) % 2] < u, "U%d S%d: K/V buffer overwritten", U, S);
+          kv_holds[(u + 1) % 2] = u + 1;
+          group_kv[size_t(u + 1)] = committed;
+        }
+        ++committed;
+        // wait<1>: groups 0 .. committed - 2 done.
+        CHECK(group_rows[size_t(st)] <= committed - 2 && group_kv[size_t(u)] <= committed - 2 &&
+                  rows_holds[st % 2] == st && kv_holds[u % 2] == u,
+              "U%d S%d: step %d's loads not landed", U, S, st);
+      }
+    }
+  }
+}
+
 static void check_backward(const Problem& pr, const int kv_box[kMaxRank]) {
   BwdParams bp;
   bp.fwd = make_params(pr);
@@ -508,6 +729,7 @@ static void check_backward(const Problem& pr, const int kv_box[kMaxRank]) {
         where.c_str(), serves ? "serves" : "refuses", static_cast<long long>(tokens),
         why.c_str());
   if (!why.empty()) return;
+  check_dkv_units(bp, plan, where);
   for (int d = 0; d < kMaxRank; ++d)
     CHECK(plan.max_inv_extent[d] == brute[d], "%s: dim %d inverse extent %d, brute %d",
           where.c_str(), d, plan.max_inv_extent[d], brute[d]);
