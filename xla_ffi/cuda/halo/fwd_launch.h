@@ -14,7 +14,9 @@
 
 namespace jax_gna::halo {
 
-// Test hooks, read at every launch (tests change them between calls), so that small test
+// Test hooks, read at every launch (tests change them between calls; a launch XLA records
+// into a command buffer, as it does in a jitted forward+backward, keeps the value read when
+// it was recorded: set them before the first call of a jitted function), so that small test
 // problems take the paths of several items per CTA: JAX_GNA_HALO_HEADS_PER_CTA=n makes a call
 // whose key list is resident compute up to n query heads of a KV head per CTA (the largest
 // divisor of G not above n), whatever the grid size; JAX_GNA_HALO_UNITS_PER_CTA=n makes a

@@ -244,6 +244,15 @@ GNA_HD CtaItems cta_items(const ProblemShape& s, int64_t x, int64_t unit_block,
   return it;
 }
 
+// A launch grid of `columns` CTA columns (x) and `unit_blocks` unit blocks split over y and
+// z (y at most 65535); false when it does not fit (x above INT32_MAX, z above 65535).
+inline bool unit_grid(int64_t columns, int64_t unit_blocks, int64_t dims[3]) {
+  dims[0] = columns;
+  dims[1] = unit_blocks < 65535 ? unit_blocks : 65535;
+  dims[2] = dims[1] > 0 ? (unit_blocks + dims[1] - 1) / dims[1] : 0;
+  return dims[0] <= INT32_MAX && dims[2] <= 65535;
+}
+
 struct Plan {
   int max_extent[kMaxRank];  // largest halo extent per dim (max_halo_extent)
   int max_halo_tokens;       // their product: the largest halo of any Q tile
@@ -266,13 +275,9 @@ struct Plan {
   int units_per_cta = 1;
   int64_t unit_blocks = 0;
 
-  // The launch grid: (Q tiles x head_groups, unit blocks split over y and z); false when
-  // it does not fit (z above 65535).
+  // The launch grid: (Q tiles x head_groups, unit blocks split over y and z).
   bool grid(int64_t dims[3]) const {
-    dims[0] = num_q_tiles * head_groups;
-    dims[1] = unit_blocks < 65535 ? unit_blocks : 65535;
-    dims[2] = dims[1] > 0 ? (unit_blocks + dims[1] - 1) / dims[1] : 0;
-    return dims[0] <= INT32_MAX && dims[2] <= 65535;
+    return unit_grid(num_q_tiles * head_groups, unit_blocks, dims);
   }
 };
 
@@ -477,12 +482,9 @@ struct BwdPlan {
   int dkv_units_per_cta = 1;
   int64_t dkv_unit_blocks = 0;
 
-  // The dK/dV launch grid: (KV boxes, unit blocks split over y and z), as Plan::grid.
+  // The dK/dV launch grid: (KV boxes, unit blocks split over y and z).
   bool dkv_grid(int64_t dims[3]) const {
-    dims[0] = num_kv_tiles;
-    dims[1] = dkv_unit_blocks < 65535 ? dkv_unit_blocks : 65535;
-    dims[2] = dims[1] > 0 ? (dkv_unit_blocks + dims[1] - 1) / dims[1] : 0;
-    return dims[0] <= INT32_MAX && dims[2] <= 65535;
+    return unit_grid(num_kv_tiles, dkv_unit_blocks, dims);
   }
 };
 
