@@ -134,7 +134,7 @@ def _halo_cases() -> list[Case]:
              heads_kv=2, num_extra=20, causal=(True, False, False), env=units(3), **f),
         Case("halo_1d_units_one_chunk", (200,), (5,), dilation=(4,), batch=5, heads_q=2,
              heads_kv=2, env=units(8), **f),
-        # Enough (batch, KV head) units that the plan itself gives a CTA two (132 SMs).
+        # Enough (batch, KV head) units that the plan itself gives a CTA several (132 SMs).
         Case("halo_2d_units_auto", (28, 28), (7, 7), batch=34, heads_q=4, heads_kv=4, **f),
         Case("halo_2d_units_dilation", (28, 28), (5, 5), dilation=(2, 2), batch=4,
              heads_q=2, heads_kv=1, env=units(3), **f),
